@@ -1,0 +1,70 @@
+"""Batched Adam with the same per-member stopping rule and masking as the batched L-BFGS."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .lbfgs import Objective, OptimResult
+from .stopping import StoppingRule
+
+
+def batched_adam(
+    fun: Objective,
+    x0: torch.Tensor,
+    stop: StoppingRule | None = None,
+    lr: float = 0.05,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    lower: float | torch.Tensor | None = None,
+    upper: float | torch.Tensor | None = None,
+    f_scale: float = 1.0,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+) -> OptimResult:
+    """Minimise fun for each row of x0 [B, P] with Adam; members stop on their own, best iterate kept."""
+    stop = stop or StoppingRule()
+    B, _ = x0.shape
+    dev = x0.device
+    lo = torch.as_tensor(-torch.inf if lower is None else lower, dtype=x0.dtype, device=dev)
+    hi = torch.as_tensor(torch.inf if upper is None else upper, dtype=x0.dtype, device=dev)
+    x = torch.maximum(torch.minimum(x0.clone(), hi), lo)
+    all_idx = torch.arange(B, device=dev)
+    f, g = fun(x, all_idx)
+    best_x, best_f, best_g = x.clone(), f.clone(), g.clone()
+    m, v = torch.zeros_like(x), torch.zeros_like(x)
+    n_iter = torch.zeros(B, dtype=torch.long, device=dev)
+    n_evals = torch.ones(B, dtype=torch.long, device=dev)
+    calm = torch.zeros(B, dtype=torch.long, device=dev)
+    active = torch.isfinite(f)
+    reason = ["running" if bool(a) else "infeasible start" for a in active]
+    trace = [(0, f.clone())]
+    it = 0
+    while bool(active.any()):
+        it += 1
+        idx = torch.nonzero(active).flatten()
+        gi = torch.nan_to_num(g[idx])
+        m[idx] = betas[0] * m[idx] + (1 - betas[0]) * gi
+        v[idx] = betas[1] * v[idx] + (1 - betas[1]) * gi * gi
+        mh = m[idx] / (1 - betas[0] ** it)
+        vh = v[idx] / (1 - betas[1] ** it)
+        x[idx] = torch.maximum(torch.minimum(x[idx] - lr * mh / (vh.sqrt() + eps), hi), lo)
+        f_old = f[idx].clone()
+        f[idx], g[idx] = fun(x[idx], idx)
+        n_evals[idx] += 1
+        n_iter[idx] += 1
+        better = f[idx] < best_f[idx]
+        b_idx = idx[better]
+        best_x[b_idx], best_f[b_idx], best_g[b_idx] = x[b_idx], f[b_idx], g[b_idx]
+        small = stop.small_change(f_old, f[idx], f_scale)
+        calm[idx] = torch.where(small, calm[idx] + 1, torch.zeros_like(calm[idx]))
+        for k in idx.tolist():
+            why = "converged" if int(calm[k]) >= stop.patience else ("max_iter" if int(n_iter[k]) >= stop.max_iter else None)
+            if why:
+                active[k] = False
+                reason[k] = why
+        trace.append((it, best_f.clone()))
+        if callback is not None:
+            callback(it, best_f, active)
+    converged = torch.tensor([r == "converged" for r in reason], device=dev)
+    return OptimResult(x=best_x, f=best_f, grad=best_g, n_iter=n_iter, n_evals=n_evals, converged=converged,
+                       reason=reason, trace=trace)

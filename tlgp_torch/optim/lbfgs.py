@@ -1,0 +1,163 @@
+"""Batched L-BFGS: one curvature history and one line search per batch member, converged members masked out.
+
+torch.optim.LBFGS optimises one problem; summing independent losses would couple the members' step
+sizes. Here every member has its own two-loop recursion, its own Armijo backtracking line search and
+its own stopping test, and only the members still running are evaluated.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .stopping import StoppingRule
+
+# fun(params [b, P], members LongTensor [b]) -> (f [b], grad [b, P]); f is minimised, +inf = infeasible
+Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class OptimResult:
+    """Final parameters, values and per-member counts of a batched optimisation."""
+
+    x: torch.Tensor
+    f: torch.Tensor
+    grad: torch.Tensor
+    n_iter: torch.Tensor
+    n_evals: torch.Tensor
+    converged: torch.Tensor
+    reason: list[str]
+    trace: list[tuple[int, torch.Tensor]] = field(default_factory=list)
+
+
+def _two_loop(g, S, Y, rho, valid):
+    """Batched L-BFGS two-loop recursion: returns H g for each member (history newest last)."""
+    q = g.clone()
+    m = S.shape[1]
+    alpha = g.new_zeros(g.shape[0], m)
+    for i in range(m - 1, -1, -1):
+        a = rho[:, i] * (S[:, i] * q).sum(-1) * valid[:, i]
+        alpha[:, i] = a
+        q -= a.unsqueeze(-1) * Y[:, i]
+    # initial Hessian scaling from the newest valid pair
+    sy = (S[:, -1] * Y[:, -1]).sum(-1)
+    yy = (Y[:, -1] * Y[:, -1]).sum(-1)
+    gamma = torch.where(valid[:, -1], sy / yy.clamp_min(1e-300), torch.ones_like(sy))
+    r = gamma.unsqueeze(-1) * q
+    for i in range(m):
+        beta = rho[:, i] * (Y[:, i] * r).sum(-1) * valid[:, i]
+        r += S[:, i] * (alpha[:, i] - beta).unsqueeze(-1)
+    return r
+
+
+def batched_lbfgs(
+    fun: Objective,
+    x0: torch.Tensor,
+    stop: StoppingRule | None = None,
+    history_size: int = 10,
+    max_ls: int = 25,
+    c1: float = 1e-4,
+    lower: float | torch.Tensor | None = None,
+    upper: float | torch.Tensor | None = None,
+    f_scale: float = 1.0,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+) -> OptimResult:
+    """Minimise fun independently for each row of x0 [B, P]; bounds are enforced by projection.
+
+    f_scale converts f to log-likelihood units for the stopping rule (e.g. n when f = -ll / n).
+    """
+    stop = stop or StoppingRule()
+    B, P = x0.shape
+    dev, dt = x0.device, x0.dtype
+    lo = torch.as_tensor(-torch.inf if lower is None else lower, dtype=dt, device=dev)
+    hi = torch.as_tensor(torch.inf if upper is None else upper, dtype=dt, device=dev)
+    x = torch.maximum(torch.minimum(x0.clone(), hi), lo)
+    all_idx = torch.arange(B, device=dev)
+    f, g = fun(x, all_idx)
+    n_evals = torch.ones(B, dtype=torch.long, device=dev)
+    n_iter = torch.zeros(B, dtype=torch.long, device=dev)
+    S = x.new_zeros(B, history_size, P)
+    Y = x.new_zeros(B, history_size, P)
+    rho = x.new_zeros(B, history_size)
+    valid = torch.zeros(B, history_size, dtype=torch.bool, device=dev)
+    calm = torch.zeros(B, dtype=torch.long, device=dev)
+    active = torch.isfinite(f)
+    reason = ["running" if bool(a) else "infeasible start" for a in active]
+    converged = torch.zeros(B, dtype=torch.bool, device=dev)
+    trace = [(0, f.clone())]
+    it = 0
+    while bool(active.any()):
+        it += 1
+        idx = torch.nonzero(active).flatten()
+        gi, fi, xi = g[idx], f[idx], x[idx]
+        d = -_two_loop(gi, S[idx], Y[idx], rho[idx], valid[idx])
+        slope = (d * gi).sum(-1)
+        bad = ~(slope < 0) | ~torch.isfinite(slope)
+        if bool(bad.any()):  # not a descent direction: reset that member's memory
+            d[bad] = -gi[bad]
+            slope = torch.where(bad, -(gi * gi).sum(-1), slope)
+            valid[idx[bad]] = False
+        fresh = ~valid[idx].any(-1)
+        t = torch.where(fresh, (1.0 / gi.abs().sum(-1).clamp_min(1e-300)).clamp(max=1.0), torch.ones_like(fi))
+        # Armijo backtracking, each member on its own
+        searching = torch.ones(idx.numel(), dtype=torch.bool, device=dev)
+        x_new, f_new, g_new = xi.clone(), fi.clone(), gi.clone()
+        for _ in range(max_ls):
+            s_idx = torch.nonzero(searching).flatten()
+            trial = torch.maximum(torch.minimum(xi[s_idx] + t[s_idx].unsqueeze(-1) * d[s_idx], hi), lo)
+            ft, gt = fun(trial, idx[s_idx])
+            n_evals[idx[s_idx]] += 1
+            ok = torch.isfinite(ft) & (ft <= fi[s_idx] + c1 * t[s_idx] * slope[s_idx])
+            acc = s_idx[ok]
+            x_new[acc], f_new[acc], g_new[acc] = trial[ok], ft[ok], gt[ok]
+            searching[acc] = False
+            rej = s_idx[~ok]
+            # backtrack: quadratic interpolation, safeguarded to [0.1, 0.5] of the step
+            fr, tr, sr = ft[~ok], t[rej], slope[rej]
+            tq = -sr * tr * tr / (2.0 * (fr - fi[rej] - sr * tr))
+            tq = torch.where(torch.isfinite(tq), tq, 0.5 * tr)
+            t[rej] = torch.minimum(torch.maximum(tq, 0.1 * tr), 0.5 * tr)
+            if not bool(searching.any()):
+                break
+        n_iter[idx] += 1
+        failed_ls = searching
+        s_vec = x_new - xi
+        y_vec = g_new - gi
+        sy = (s_vec * y_vec).sum(-1)
+        upd = (~failed_ls) & (sy > 1e-10 * (y_vec * y_vec).sum(-1).sqrt() * s_vec.norm(dim=-1))
+        u_idx = idx[upd]
+        if u_idx.numel():
+            S[u_idx] = torch.roll(S[u_idx], -1, dims=1)
+            Y[u_idx] = torch.roll(Y[u_idx], -1, dims=1)
+            rho[u_idx] = torch.roll(rho[u_idx], -1, dims=1)
+            valid[u_idx] = torch.roll(valid[u_idx], -1, dims=1)
+            S[u_idx, -1], Y[u_idx, -1] = s_vec[upd], y_vec[upd]
+            rho[u_idx, -1] = 1.0 / sy[upd]
+            valid[u_idx, -1] = True
+        small = stop.small_change(fi, f_new, f_scale) & ~failed_ls
+        calm[idx] = torch.where(small, calm[idx] + 1, torch.zeros_like(calm[idx]))
+        x[idx], f[idx], g[idx] = x_new, f_new, g_new
+        for j, k in enumerate(idx.tolist()):
+            why = None
+            if bool(failed_ls[j]):
+                # a failed search with memory: retry once from steepest descent; without memory: stop
+                if bool(valid[k].any()):
+                    valid[k] = False
+                    continue
+                why = "line search failed"
+            elif int(calm[k]) >= stop.patience:
+                why = "converged"
+            elif stop.gtol > 0 and float(g[k].abs().max()) <= stop.gtol:
+                why = "gradient small"
+            elif int(n_iter[k]) >= stop.max_iter:
+                why = "max_iter"
+            if why is not None:
+                active[k] = False
+                reason[k] = why
+                converged[k] = why != "max_iter"
+        trace.append((it, f.clone()))
+        if callback is not None:
+            callback(it, f, active)
+    return OptimResult(x=x, f=f, grad=g, n_iter=n_iter, n_evals=n_evals, converged=converged, reason=reason,
+                       trace=trace)

@@ -1,0 +1,176 @@
+"""Shared machinery of the trainers: objective adapter, chunked multi-start optimisation, final evaluation."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+from ..device import members_per_chunk, memory_budget, resolve_device
+from ..models import CONVENTIONS
+from ..objectives import KINDS, FFLUXLikelihood, NumericalWarning
+from ..optim import OptimResult, StoppingRule, batched_adam, batched_lbfgs
+from .init import feature_spread, log_theta_bounds, random_log_theta
+
+log = logging.getLogger("tlgp_torch")
+OPTIMIZERS = ("lbfgs", "adam")
+
+
+@dataclass
+class FitSettings:
+    """Model convention, objective and optimiser settings shared by DirectTrainer and TransferTrainer."""
+
+    convention: str = "fflux"            # "fflux": fixed nugget; "gpytorch": learned noise (nugget = noise / outputscale)
+    likelihood: str = "concentrated"     # "concentrated" or "marginal" (fflux only; gpytorch profiles mean and scale)
+    nugget: float = 1e-10                # fixed nugget (fflux) or initial/floor scale (gpytorch: noise_floor)
+    noise_floor: float = 1e-8            # lower bound of the learned nugget (gpytorch convention)
+    optimizer: str = "lbfgs"
+    lr: float = 0.05                     # Adam step size in log-theta
+    history_size: int = 10
+    stop: StoppingRule = field(default_factory=StoppingRule)
+    init_range: tuple[float, float] = (1e-3, 1.0)  # 2 theta_d s_d^2 drawn log-uniform in this range
+    mean: str = "auto"                   # prediction mean: "auto" (GLS if concentrated else training mean), "gls", "train"
+    device: str = "auto"
+    dtype: torch.dtype = torch.float64
+    seed: int = 0
+    memory_fraction: float = 0.5         # of free RAM / GPU memory one batched evaluation may use
+
+    def __post_init__(self):
+        if self.convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {CONVENTIONS}, got {self.convention!r}")
+        if self.likelihood not in KINDS:
+            raise ValueError(f"likelihood must be one of {KINDS}, got {self.likelihood!r}")
+        if self.convention == "gpytorch" and self.likelihood != "concentrated":
+            raise ValueError("the gpytorch convention learns outputscale and mean, i.e. the concentrated likelihood "
+                             "with a learned nugget; use likelihood='concentrated'")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.mean not in ("auto", "gls", "train"):
+            raise ValueError(f"mean must be 'auto', 'gls' or 'train', got {self.mean!r}")
+
+    @property
+    def learn_nugget(self) -> bool:
+        """True when the nugget (noise / outputscale) is optimised."""
+        return self.convention == "gpytorch"
+
+
+def make_likelihood(s: FitSettings, x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | None) -> FFLUXLikelihood:
+    """FFLUX likelihood object for data x [N, D] or [G, N, D] under settings s."""
+    return FFLUXLikelihood(x, y, cyclic=cyclic, kind=s.likelihood, nugget=s.nugget if not s.learn_nugget else s.noise_floor,
+                           learn_nugget=s.learn_nugget)
+
+
+def parameter_bounds(s: FitSettings, spread: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Box for the optimised parameters (log theta, and log nugget when learned)."""
+    lo, hi = log_theta_bounds(spread)
+    if s.learn_nugget:
+        lo = torch.cat([lo, lo.new_tensor([math.log(s.noise_floor)])])
+        hi = torch.cat([hi, hi.new_tensor([math.log(1.0)])])
+    return lo, hi
+
+
+def initial_parameters(s: FitSettings, spread: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
+    """count random starts: log theta from the feature spreads (+ log nugget, log-uniform in [10 floor, 1e-2])."""
+    u = random_log_theta(spread, count, gen, s.init_range)
+    if s.learn_nugget:
+        lo, hi = math.log(10 * s.noise_floor), math.log(1e-2)
+        ln = lo + (hi - lo) * torch.rand(count, 1, generator=gen, dtype=u.dtype).to(u.device)
+        u = torch.cat([u, ln], 1)
+    return u
+
+
+def optimise(s: FitSettings, lik: FFLUXLikelihood, u0: torch.Tensor, stop: StoppingRule,
+             lower: torch.Tensor, upper: torch.Tensor, member_group: torch.Tensor | None = None,
+             history: list | None = None, stage: str = "", optimizer: str | None = None) -> OptimResult:
+    """Maximise the likelihood from every row of u0, members batched in memory-sized chunks."""
+    n = lik.n
+    opt = optimizer or s.optimizer
+    chunk = members_per_chunk(n, memory_budget(u0.device, s.memory_fraction))
+    if chunk < u0.shape[0]:
+        log.info("%s: %d members in chunks of %d (memory budget)", stage, u0.shape[0], chunk)
+    parts = []
+    t0 = time.perf_counter()
+    for start in range(0, u0.shape[0], chunk):
+        sel = torch.arange(start, min(start + chunk, u0.shape[0]), device=u0.device)
+        groups = None if member_group is None else member_group[sel]
+
+        def fun(p, members, groups=groups):
+            ev = lik(p, members, member_group=groups)
+            return -ev.ll / n, -ev.grad / n
+
+        def record(it, f, active, start=start):
+            if history is not None:
+                history.append({"stage": stage, "iter": it, "best_ll": float(-(f.min()) * n),
+                                "active": int(active.sum()) , "chunk_start": start, "t": time.perf_counter() - t0})
+
+        kw = dict(stop=stop, lower=lower, upper=upper, f_scale=n, callback=record)
+        if opt == "lbfgs":
+            parts.append(batched_lbfgs(fun, u0[sel], history_size=s.history_size, **kw))
+        else:
+            parts.append(batched_adam(fun, u0[sel], lr=s.lr, **kw))
+    if len(parts) == 1:
+        return parts[0]
+    cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
+    return OptimResult(x=cat("x"), f=cat("f"), grad=cat("grad"), n_iter=cat("n_iter"), n_evals=cat("n_evals"),
+                       converged=cat("converged"), reason=sum((p.reason for p in parts), []))
+
+
+def final_state(s: FitSettings, x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | None, u: torch.Tensor) -> dict:
+    """Both FFLUX likelihoods, the prediction mean, nugget and sigma2 at the final parameters u [P]."""
+    d = x.shape[-1]
+    theta = u[:d].exp()
+    nugget = float(u[d].exp()) if s.learn_nugget else s.nugget
+    out = {"theta": theta}
+    for kind in KINDS:
+        lik = FFLUXLikelihood(x, y, cyclic=cyclic, kind=kind, nugget=nugget)
+        out[kind] = lik(u[:d].reshape(1, -1), grad=False)
+    ev_c = out["concentrated"]
+    if bool(ev_c.failed[0]):
+        raise FloatingPointError(f"kernel matrix not positive definite even with jitter up to {ev_c.nugget[0]:.1e}")
+    if bool(ev_c.jittered[0]):
+        warnings.warn(f"kernel matrix needed jitter: nugget raised from {nugget:.3g} to {float(ev_c.nugget[0]):.3g} "
+                      "(near-duplicate training points?)", NumericalWarning, stacklevel=3)
+    mean_rule = s.mean if s.mean != "auto" else ("gls" if s.likelihood == "concentrated" else "train")
+    return {"theta": theta, "nugget": float(ev_c.nugget[0]),
+            "mean": float(ev_c.mean[0]) if mean_rule == "gls" else float(y.mean()),
+            "sigma2": float(ev_c.sigma2[0]) if s.likelihood == "concentrated" else 1.0,
+            "ll_concentrated": float(out["concentrated"].ll[0]), "ll_marginal": float(out["marginal"].ll[0])}
+
+
+def prepare(s: FitSettings, data, prop: str | None):
+    """(x, y, cyclic, name) on the chosen device from an AtomDataset (+ property) or an (x, y[, cyclic]) tuple."""
+    device = resolve_device(s.device)
+    if isinstance(data, tuple):
+        x, y = data[0], data[1]
+        cyclic = data[2] if len(data) > 2 else None
+        name = prop
+    else:
+        names = data.property_names
+        if prop is None:
+            if len(names) != 1:
+                raise ValueError(f"dataset has properties {names}: name the one to train")
+            prop = names[0]
+        x, y, cyclic, name = data.x, data.property(prop), data.cyclic, prop
+    x = torch.as_tensor(x).to(device=device, dtype=s.dtype)
+    y = torch.as_tensor(y).to(device=device, dtype=s.dtype).reshape(-1)
+    if x.dim() != 2 or y.numel() != x.shape[0]:
+        raise ValueError(f"x must be [N, D] with one target per row; got x {tuple(x.shape)}, y {tuple(y.shape)}")
+    if x.shape[0] < 2:
+        raise ValueError(f"need at least 2 training points, got {x.shape[0]}")
+    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+        raise ValueError("training data contain NaN or inf")
+    if cyclic is not None:
+        cyclic = torch.as_tensor(cyclic, dtype=torch.bool, device=device)
+    return x, y, cyclic, name
+
+
+def generator(seed: int) -> torch.Generator:
+    """CPU generator seeded from the config (random draws are made on the CPU, then moved)."""
+    return torch.Generator().manual_seed(int(seed))
+
+
+__all__ = ["FitSettings", "feature_spread", "final_state", "generator", "initial_parameters", "make_likelihood",
+           "optimise", "parameter_bounds", "prepare"]
