@@ -34,6 +34,8 @@ class Evaluation:
     nugget: torch.Tensor
     jittered: torch.Tensor
     failed: torch.Tensor
+    ll_concentrated: torch.Tensor
+    ll_marginal: torch.Tensor
 
 
 class FFLUXLikelihood:
@@ -69,6 +71,10 @@ class FFLUXLikelihood:
         cyc = torch.zeros(self.d, dtype=torch.bool) if cyclic is None else torch.as_tensor(cyclic, dtype=torch.bool)
         if cyc.numel() != self.d:
             raise ValueError(f"cyclic mask has {cyc.numel()} entries for {self.d} features")
+        # a periodic feature whose values span <= pi never wraps: treat it as linear (one matmul, no cache)
+        if bool(cyc.any()):
+            span = (x.amax(dim=(0, 1)) - x.amin(dim=(0, 1))).cpu()
+            cyc = cyc & (span > math.pi)
         self.cyc = cyc.to(x.device)
         self.lin = ~self.cyc
         self.cyc_idx = torch.nonzero(self.cyc).flatten()
@@ -110,6 +116,7 @@ class FFLUXLikelihood:
     def __call__(self, params: torch.Tensor, members: torch.Tensor | None = None, grad: bool = True,
                  member_group: torch.Tensor | None = None) -> Evaluation:
         """Evaluate ll (and its gradient w.r.t. params) for params [b, P]; groups from member_group[members]."""
+        params = params.to(self.x)
         b = params.shape[0]
         if member_group is None:
             groups = torch.zeros(b, dtype=torch.long, device=params.device)
@@ -124,23 +131,21 @@ class FFLUXLikelihood:
         L, nug_eff, jittered, failed = self._cholesky(K, nug, eye)
         y = self.y[groups]
         ones = torch.ones_like(y)
+        # one solve gives both objectives: GLS mean (concentrated) and training mean (marginal)
+        sol = torch.cholesky_solve(torch.stack([y, ones], -1), L)
+        logdet = 2.0 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        mu_gls = sol[..., 0].sum(-1) / sol[..., 1].sum(-1)
+        a_gls = sol[..., 0] - mu_gls.unsqueeze(-1) * sol[..., 1]
+        sigma2_gls = ((y - mu_gls.unsqueeze(-1)) * a_gls).sum(-1) / n
+        ll_conc = -0.5 * n * sigma2_gls.log() - 0.5 * logdet
+        mu_bar = y.mean(-1)
+        a_bar = sol[..., 0] - mu_bar.unsqueeze(-1) * sol[..., 1]
+        quad_bar = ((y - mu_bar.unsqueeze(-1)) * a_bar).sum(-1)
+        ll_marg = -0.5 * quad_bar - 0.5 * logdet - 0.5 * n * LOG_2PI
         if self.kind == "concentrated":
-            sol = torch.cholesky_solve(torch.stack([y, ones], -1), L)
-            mu = (sol[..., 0].sum(-1)) / sol[..., 1].sum(-1)
-            a = sol[..., 0] - mu.unsqueeze(-1) * sol[..., 1]
-            r = y - mu.unsqueeze(-1)
-            sigma2 = (r * a).sum(-1) / n
-            logdet = 2.0 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-            ll = -0.5 * n * sigma2.log() - 0.5 * logdet
-            scale = 1.0 / sigma2
+            ll, mu, a, sigma2, scale = ll_conc, mu_gls, a_gls, sigma2_gls, 1.0 / sigma2_gls
         else:
-            mu = y.mean(-1)
-            r = y - mu.unsqueeze(-1)
-            a = torch.cholesky_solve(r.unsqueeze(-1), L).squeeze(-1)
-            sigma2 = (r * a).sum(-1) / n
-            logdet = 2.0 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-            ll = -0.5 * (r * a).sum(-1) - 0.5 * logdet - 0.5 * n * LOG_2PI
-            scale = torch.ones_like(sigma2)
+            ll, mu, a, sigma2, scale = ll_marg, mu_bar, a_bar, quad_bar / n, torch.ones_like(quad_bar)
         g = None
         if grad:
             # M = (a a^T / s - R^-1) o K; dll/du_d = -1/2 theta_d sum_ij M_ij Delta_ij,d^2
@@ -164,7 +169,11 @@ class FFLUXLikelihood:
             ll = torch.where(failed, torch.full_like(ll, -math.inf), ll)
             if g is not None:
                 g[failed] = 0.0
-        return Evaluation(ll=ll, grad=g, mean=mu, sigma2=sigma2, nugget=nug_eff, jittered=jittered, failed=failed)
+        if bool(failed.any()):
+            ll_conc = torch.where(failed, torch.full_like(ll, -math.inf), ll_conc)
+            ll_marg = torch.where(failed, torch.full_like(ll, -math.inf), ll_marg)
+        return Evaluation(ll=ll, grad=g, mean=mu, sigma2=sigma2, nugget=nug_eff, jittered=jittered, failed=failed,
+                          ll_concentrated=ll_conc, ll_marginal=ll_marg)
 
     def _cyc_contract(self, M: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         """sum_ij M_ij wrap(Delta_ij,d)^2 for each periodic feature d: [b, Dc]."""

@@ -37,7 +37,7 @@ class DirectTrainer(FitSettings):
             res = optimise(self, lik, u0, self.stop, lo, hi, history=history, stage="DL")
             best = int(torch.argmin(res.f))
         with timed(times, "evaluation", device):
-            st = final_state(self, x, y, cyclic, res.x[best])
+            st = final_state(self, lik, y, res.x[best])
         info = {"restart_ll": (-res.f * x.shape[0]).tolist(), "restart_iters": res.n_iter.tolist(),
                 "restart_evals": res.n_evals.tolist(), "restart_reason": res.reason, "best_restart": best}
         return TrainResult(method="DL", convention=self.convention, likelihood=self.likelihood, theta=st["theta"],

@@ -84,7 +84,8 @@ def initial_parameters(s: FitSettings, spread: torch.Tensor, count: int, gen: to
 
 def optimise(s: FitSettings, lik: FFLUXLikelihood, u0: torch.Tensor, stop: StoppingRule,
              lower: torch.Tensor, upper: torch.Tensor, member_group: torch.Tensor | None = None,
-             history: list | None = None, stage: str = "", optimizer: str | None = None) -> OptimResult:
+             history: list | None = None, stage: str = "", optimizer: str | None = None,
+             memory: tuple | None = None) -> OptimResult:
     """Maximise the likelihood from every row of u0, members batched in memory-sized chunks."""
     n = lik.n
     opt = optimizer or s.optimizer
@@ -108,36 +109,40 @@ def optimise(s: FitSettings, lik: FFLUXLikelihood, u0: torch.Tensor, stop: Stopp
 
         kw = dict(stop=stop, lower=lower, upper=upper, f_scale=n, callback=record)
         if opt == "lbfgs":
-            parts.append(batched_lbfgs(fun, u0[sel], history_size=s.history_size, **kw))
+            mem = None if memory is None else tuple(t[sel] for t in memory)
+            parts.append(batched_lbfgs(fun, u0[sel], history_size=s.history_size, memory=mem, **kw))
         else:
             parts.append(batched_adam(fun, u0[sel], lr=s.lr, **kw))
     if len(parts) == 1:
         return parts[0]
     cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
+    memory = None
+    if all(p.memory is not None for p in parts):
+        memory = tuple(torch.cat([p.memory[i] for p in parts]) for i in range(3))
     return OptimResult(x=cat("x"), f=cat("f"), grad=cat("grad"), n_iter=cat("n_iter"), n_evals=cat("n_evals"),
-                       converged=cat("converged"), reason=sum((p.reason for p in parts), []))
+                       converged=cat("converged"), reason=sum((p.reason for p in parts), []), memory=memory)
 
 
-def final_state(s: FitSettings, x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | None, u: torch.Tensor) -> dict:
+def final_state(s: FitSettings, lik: FFLUXLikelihood, y: torch.Tensor, u: torch.Tensor) -> dict:
     """Both FFLUX likelihoods, the prediction mean, nugget and sigma2 at the final parameters u [P]."""
-    d = x.shape[-1]
-    theta = u[:d].exp()
-    nugget = float(u[d].exp()) if s.learn_nugget else s.nugget
-    out = {"theta": theta}
-    for kind in KINDS:
-        lik = FFLUXLikelihood(x, y, cyclic=cyclic, kind=kind, nugget=nugget)
-        out[kind] = lik(u[:d].reshape(1, -1), grad=False)
-    ev_c = out["concentrated"]
-    if bool(ev_c.failed[0]):
-        raise FloatingPointError(f"kernel matrix not positive definite even with jitter up to {ev_c.nugget[0]:.1e}")
-    if bool(ev_c.jittered[0]):
-        warnings.warn(f"kernel matrix needed jitter: nugget raised from {nugget:.3g} to {float(ev_c.nugget[0]):.3g} "
-                      "(near-duplicate training points?)", NumericalWarning, stacklevel=3)
+    ev = lik(u.reshape(1, -1), grad=False)
+    if bool(ev.failed[0]):
+        raise FloatingPointError(f"kernel matrix not positive definite even with jitter up to {lik.max_jitter:.1e}; "
+                                 "look for duplicate training points")
+    nugget = float(ev.nugget[0])
+    if bool(ev.jittered[0]):
+        warnings.warn(f"kernel matrix needed jitter: nugget raised to {nugget:.3g} (near-duplicate training points?)",
+                      NumericalWarning, stacklevel=3)
     mean_rule = s.mean if s.mean != "auto" else ("gls" if s.likelihood == "concentrated" else "train")
-    return {"theta": theta, "nugget": float(ev_c.nugget[0]),
-            "mean": float(ev_c.mean[0]) if mean_rule == "gls" else float(y.mean()),
-            "sigma2": float(ev_c.sigma2[0]) if s.likelihood == "concentrated" else 1.0,
-            "ll_concentrated": float(out["concentrated"].ll[0]), "ll_marginal": float(out["marginal"].ll[0])}
+    ev_c = ev if s.likelihood == "concentrated" else None
+    gls = float(ev.mean[0]) if ev_c is not None else None
+    if gls is None and mean_rule == "gls":
+        gls = float(FFLUXLikelihood(lik.x[0], y, kind="concentrated", nugget=nugget, cyclic=lik.cyc)(
+            u[: lik.d].reshape(1, -1), grad=False).mean[0])
+    return {"theta": u[: lik.d].exp(), "nugget": nugget,
+            "mean": gls if mean_rule == "gls" else float(y.mean()),
+            "sigma2": float(ev.sigma2[0]) if s.likelihood == "concentrated" else 1.0,
+            "ll_concentrated": float(ev.ll_concentrated[0]), "ll_marginal": float(ev.ll_marginal[0])}
 
 
 def prepare(s: FitSettings, data, prop: str | None):
@@ -164,7 +169,21 @@ def prepare(s: FitSettings, data, prop: str | None):
         raise ValueError("training data contain NaN or inf")
     if cyclic is not None:
         cyclic = torch.as_tensor(cyclic, dtype=torch.bool, device=device)
+    _warn_duplicates(x, getattr(data, "source", None))
     return x, y, cyclic, name
+
+
+def _warn_duplicates(x: torch.Tensor, source) -> None:
+    """Warn about identical training points: they make R singular at a small nugget (jitter will be added)."""
+    uniq, inverse, counts = torch.unique(x, dim=0, return_inverse=True, return_counts=True)
+    if uniq.shape[0] == x.shape[0]:
+        return
+    dup_groups = torch.nonzero(counts > 1).flatten()[:3]
+    rows = [torch.nonzero(inverse == g).flatten().tolist()[:4] for g in dup_groups.tolist()]
+    where = f" in {source}" if source else ""
+    warnings.warn(f"{x.shape[0] - uniq.shape[0]} duplicate training point(s){where} (0-based rows, e.g. {rows}); "
+                  "the kernel matrix will need jitter above the nugget: remove them for a clean model",
+                  NumericalWarning, stacklevel=4)
 
 
 def generator(seed: int) -> torch.Generator:

@@ -34,6 +34,7 @@ class TransferTrainer(FitSettings):
     source_stop: StoppingRule | None = None         # default: the same rule as the relaxation
     relax_optimizer: str | None = None               # default: `optimizer`
     min_source_size: int = 16
+    transfer_curvature: bool = True                  # seed the relaxation's L-BFGS memory with the source's pairs
 
     def __post_init__(self):
         super().__post_init__()
@@ -96,12 +97,17 @@ class TransferTrainer(FitSettings):
             u_seed[0, : x.shape[1]] = u_src[k_best, : x.shape[1]]
             if self.learn_nugget and "noise" in self.transfer:
                 u_seed[0, -1] = u_src[k_best, -1]
+            memory = None
+            if self.transfer_curvature and src.memory is not None:
+                # f = -ll / n is per point, so the source's curvature pairs approximate the target's
+                chosen = int(members[k_best])
+                memory = tuple(t[chosen:chosen + 1] for t in src.memory)
         with timed(times, "relaxation", device):
             lik = make_likelihood(self, x, y, cyclic)
             rel = optimise(self, lik, u_seed, self.stop, lo, hi, history=history, stage="relaxation",
-                           optimizer=self.relax_optimizer)
+                           optimizer=self.relax_optimizer, memory=memory)
         with timed(times, "evaluation", device):
-            st = final_state(self, x, y, cyclic, rel.x[0])
+            st = final_state(self, lik, y, rel.x[0])
         info = {"source_size": m, "n_sources": K, "source_restarts": r, "selected_source": k_best,
                 "source_scores": score.tolist(), "source_ll": (-f * m).tolist(), "source_iters": src.n_iter.tolist(),
                 "relax_iters": int(rel.n_iter[0]), "relax_reason": rel.reason[0]}

@@ -1,0 +1,164 @@
+"""Tests for the `tlgp` command line, run in-process on WATER O1 with tiny settings."""
+
+import contextlib
+import io
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from tlgp_torch.checkpoint import load_checkpoint
+from tlgp_torch.cli import main
+from tlgp_torch.data import read_ferebus_model, read_ichor_csv
+from tlgp_torch.training import TransferTrainer
+
+TINY = """
+[train]
+method = "tl"
+seed = 0
+device = "cpu"
+[train.stop]
+max_iter = 30
+[train.dl]
+restarts = 2
+[train.tl]
+n_sources = 2
+source_restarts = 1
+source_size = 0.5
+"""
+
+
+def water_config(folder, data_dir, properties=("iqa",), alf=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "water.toml"
+    props = ", ".join(f'"{p}"' for p in properties)
+    path.write_text(f'[data]\ndir = "{data_dir}"\nsystem = "WATER"\natoms = ["O1"]\nproperties = [{props}]\n'
+                    + ('alf = { O1 = [1, 2, 3] }\n' if alf else "") + TINY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(fflux_dir, tmp_path_factory):
+    """One `tlgp train` run: (config, output folder, stdout of the run)."""
+    root = tmp_path_factory.mktemp("cli")
+    config = water_config(root, fflux_dir)
+    out = root / "run"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["train", str(config), "--out", str(out)])
+    assert rc == 0, buf.getvalue()
+    return config, out, buf.getvalue()
+
+
+def test_train_writes_checkpoint_results_and_model(trained, fflux_dir):
+    _, out, stdout = trained
+    assert "WATER_iqa_O1 TL" in stdout and "kJ/mol" in stdout
+    result, meta = load_checkpoint(out / "models" / "WATER_iqa_O1.pt")
+    assert meta["system"] == "WATER" and meta["atom"] == "O1" and meta["property"] == "iqa" and meta["alf"] == [1, 2, 3]
+    assert result.method == "TL" and result.n_points == 59
+    table = pd.read_csv(out / "results.csv")
+    assert list(table.columns) == ["system", "atom", "property", "method", "wall_s", "n_full_evals",
+                                   "ll_concentrated", "ll_marginal", "val_mae", "val_rmse", "val_max", "unit"]
+    row = table.iloc[0]
+    assert len(table) == 1 and (row.system, row.atom, row.property, row.method, row.unit) == (
+        "WATER", "O1", "iqa", "TL", "kJ/mol")
+    assert row.ll_concentrated == pytest.approx(result.ll_concentrated) and 0 < row.val_mae < row.val_max
+    val = read_ichor_csv(fflux_dir / "WATER_O1_VALIDATION_SET.csv", ["iqa"])
+    mae = float((result.predict(val.x) - val.property("iqa")).abs().mean()) * 2625.4996
+    assert row.val_mae == pytest.approx(mae, rel=1e-9)
+
+
+def test_ferebus_model_predicts_like_checkpoint(trained, fflux_dir):
+    _, out, _ = trained
+    model = read_ferebus_model(out / "ferebus" / "WATER_iqa_O1.model")
+    result, _ = load_checkpoint(out / "models" / "WATER_iqa_O1.pt")
+    assert (model.system, model.atom, model.property, model.alf, model.n_atoms) == ("WATER", "O1", "iqa", (1, 2, 3), 3)
+    x = read_ichor_csv(fflux_dir / "WATER_O1_VALIDATION_SET.csv").x
+    ref = result.predict(x)
+    assert float(((model.predict(x) - ref).abs() / ref.abs()).max()) < 1e-10
+
+
+def test_resume_skips_finished_models(trained, capsys):
+    config, out, _ = trained
+    ckpt = out / "models" / "WATER_iqa_O1.pt"
+    before = ckpt.stat().st_mtime_ns
+    assert main(["train", str(config), "--out", str(out)]) == 0
+    assert "skip WATER_iqa_O1" in capsys.readouterr().out
+    assert ckpt.stat().st_mtime_ns == before and len(pd.read_csv(out / "results.csv")) == 1
+
+
+def test_predict_command(trained, fflux_dir, tmp_path, capsys):
+    _, out, _ = trained
+    preds = tmp_path / "preds.csv"
+    rc = main(["predict", str(out / "models" / "WATER_iqa_O1.pt"), str(fflux_dir / "WATER_O1_VALIDATION_SET.csv"),
+               "--out", str(preds)])
+    stdout = capsys.readouterr().out
+    assert rc == 0 and "MAE" in stdout and "kJ/mol" in stdout
+    table = pd.read_csv(preds)
+    assert list(table.columns) == ["index", "prediction", "truth", "error"] and len(table) == 500
+    assert (table.error - (table.prediction - table.truth)).abs().max() < 1e-12
+    val_mae = pd.read_csv(out / "results.csv").val_mae[0]
+    assert table.error.abs().mean() * 2625.4996 == pytest.approx(val_mae, rel=1e-6)
+
+
+def test_predict_without_property_column(trained, tmp_path, capsys):
+    _, out, _ = trained
+    data = tmp_path / "points.csv"
+    data.write_text("f1,f2,f3\n1.83,1.85,1.78\n1.80,1.90,1.80\n")
+    assert main(["predict", str(out / "models" / "WATER_iqa_O1.pt"), str(data), "--out", str(tmp_path / "p.csv")]) == 0
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert list(table.columns) == ["index", "prediction"] and table.prediction.between(-76, -75).all()
+
+
+def test_train_without_alf_skips_model_export(fflux_dir, tmp_path, capsys):
+    config = water_config(tmp_path, fflux_dir, properties=("q00",), alf=False)
+    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--method", "dl"]) == 0
+    captured = capsys.readouterr()
+    assert "no ALF for O1" in captured.err and "no validation metrics" not in captured.err
+    assert not (tmp_path / "run" / "ferebus").exists()
+    row = pd.read_csv(tmp_path / "run" / "results.csv").iloc[0]
+    assert row.method == "DL" and row.unit == "e" and math.isnan(row.val_mae)  # q00 not in the validation set
+
+
+def test_interrupt_keeps_finished_models(fflux_dir, tmp_path, monkeypatch, capsys):
+    config = water_config(tmp_path, fflux_dir, properties=("iqa", "q00"))
+    fit, calls = TransferTrainer.fit, []
+
+    def interrupted_fit(self, data, prop=None):
+        calls.append(prop)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return fit(self, data, prop)
+
+    monkeypatch.setattr(TransferTrainer, "fit", interrupted_fit)
+    assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 130
+    assert "again to resume" in capsys.readouterr().err
+    assert (tmp_path / "run" / "models" / "WATER_iqa_O1.pt").is_file()
+    assert not (tmp_path / "run" / "models" / "WATER_q00_O1.pt").exists()
+
+
+def test_compare_command(fflux_dir, tmp_path, capsys):
+    config = water_config(tmp_path, fflux_dir)
+    assert main(["compare", str(config), "--out", str(tmp_path / "cmp")]) == 0
+    stdout = capsys.readouterr().out
+    assert "speed-up" in stdout and "Δll %" in stdout
+    table = pd.read_csv(tmp_path / "cmp" / "compare.csv")
+    assert list(table.method) == ["DL", "TL"] and table.speedup[1] > 0 and math.isnan(table.speedup[0])
+    doc = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert len(doc["runs"]) == 2 and doc["summary"][0]["speedup"] is None
+
+
+def test_bad_config_exits_2(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[data]\nsystem = "WATER"\natoms = ["O1"]\nproperties = ["iqa"]\n[train.dl]\nrestart = 2\n')
+    assert main(["train", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tlgp: error:") and "unknown key 'restart' in [train.dl]" in err and "Traceback" not in err
+
+
+def test_missing_data_exits_2(fflux_dir, tmp_path, capsys):
+    config = water_config(tmp_path, fflux_dir)
+    assert main(["train", str(config), "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "WATER_O1_TRAINING_SET.csv" in err and "--data-dir" in err and not (tmp_path / "o").exists()

@@ -1,0 +1,314 @@
+"""Command line: `tlgp train | compare | predict` (one entry point, console script `tlgp`)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import pathlib
+import statistics
+import sys
+import traceback
+from typing import Any
+
+import pandas as pd
+import torch
+
+from . import __version__
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config, load_config
+from .data import AtomDataset, DataFormatError, ferebus_model_filename, read_ichor_csv, read_validation_set
+from .data import write_ferebus_model
+from .data.ichor_csv import _atomic_write_text
+from .export import to_ferebus_model
+from .metrics import errors, property_unit
+from .optim import StoppingRule
+
+RESULT_KEY = ["system", "atom", "property", "method"]
+RESULT_COLUMNS = RESULT_KEY + ["wall_s", "n_full_evals", "ll_concentrated", "ll_marginal", "val_mae", "val_rmse",
+                               "val_max", "unit"]
+
+
+class _Interrupted(Exception):
+    """Ctrl-C during a run, with the message that says how to resume."""
+
+
+def _say(msg: str, err: bool = False) -> None:
+    """Print a line without breaking a tqdm progress bar."""
+    from tqdm import tqdm
+    tqdm.write(msg, file=sys.stderr if err else sys.stdout)
+
+
+def _progress(items: list, args: argparse.Namespace, desc: str):
+    from tqdm import tqdm
+    return tqdm(items, desc=desc, unit="model", file=sys.stderr, disable=not (args.progress or sys.stderr.isatty()))
+
+
+def _load_sets(cfg: Config) -> dict[str, tuple[AtomDataset, AtomDataset | None]]:
+    """Training and (when present) validation set of every atom, read up front so data errors stop the run early."""
+    sets = {}
+    for atom in cfg.data.atoms:
+        train = read_ichor_csv(cfg.train_path(atom), cfg.data.properties)
+        vpath = cfg.validation_path(atom)
+        if vpath is None:
+            _say(f"note: no validation set for {cfg.data.system} {atom} "
+                 f"({cfg.data.dir / cfg.data.validation.format(system=cfg.data.system, atom=atom)}): "
+                 "no validation metrics", err=True)
+        sets[atom] = (train, read_validation_set(vpath, like=train) if vpath else None)
+    return sets
+
+
+def _validate(result, val: AtomDataset | None, prop: str) -> dict[str, Any]:
+    """Validation MAE / RMSE / max in display units, or NaNs when the property is not in the validation set."""
+    unit = property_unit(prop)[1]
+    if val is None or prop not in val.property_names:
+        return {"val_mae": math.nan, "val_rmse": math.nan, "val_max": math.nan, "unit": unit}
+    e = errors(result.predict(val.x), val.property(prop), prop)
+    return {"val_mae": e["mae"], "val_rmse": e["rmse"], "val_max": e["max"], "unit": unit}
+
+
+def _row(cfg: Config, atom: str, prop: str, result, val: dict) -> dict[str, Any]:
+    return {"system": cfg.data.system, "atom": atom, "property": prop, "method": result.method,
+            "wall_s": result.wall_time, "n_full_evals": result.n_full_evals,
+            "ll_concentrated": result.ll_concentrated, "ll_marginal": result.ll_marginal, **val}
+
+
+def _merge_results(path: pathlib.Path, row: dict[str, Any]) -> None:
+    """Add or replace (same system, atom, property, method) one row of results.csv, atomically."""
+    new = pd.DataFrame([row], columns=RESULT_COLUMNS)
+    if path.is_file():
+        old = pd.read_csv(path, dtype={k: str for k in RESULT_KEY})
+        same = (old[RESULT_KEY] == new[RESULT_KEY].iloc[0]).all(axis=1)
+        new = pd.concat([old[~same], new], ignore_index=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(path, new.to_csv(index=False))
+
+
+def _fmt(value: float, spec: str = ".4g") -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def _export_ferebus(cfg: Config, atom: str, prop: str, result, out: pathlib.Path) -> pathlib.Path | None:
+    """Write the FEREBUS .model file when the ALF and atom count are known, else return None."""
+    alf = cfg.data.alf.get(atom)
+    if alf is None:
+        return None
+    d = int(result.theta.numel())
+    n_atoms = cfg.data.n_atoms or (d + 6) // 3
+    if cfg.data.n_atoms is None and (d + 6) % 3:
+        _say(f"warning: {d} features is not 3N-6: set [data] n_atoms; FEREBUS .model export skipped", err=True)
+        return None
+    model = to_ferebus_model(result, cfg.data.system, atom, prop, alf, n_atoms)
+    path = out / "ferebus" / ferebus_model_filename(cfg.data.system, prop, atom)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_ferebus_model(model, path)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train every (atom, property) of the config; finished models are skipped on a rerun."""
+    cfg = load_config(args.config, args.data_dir)
+    method = args.method or cfg.train.method
+    trainer = cfg.trainer(method)
+    out = cfg.output_dir(args.out)
+    sets = _load_sets(cfg)
+    jobs = [(atom, prop) for atom in cfg.data.atoms for prop in cfg.data.properties]
+    for atom in cfg.data.atoms:
+        if atom not in cfg.data.alf:
+            _say(f"warning: no ALF for {atom} in [data] alf: FEREBUS .model export skipped", err=True)
+    done = 0
+    try:
+        with _progress(jobs, args, f"{cfg.data.system} {method.upper()}") as bar:
+            for atom, prop in bar:
+                name = f"{cfg.data.system}_{prop}_{atom}"
+                ckpt = out / "models" / f"{name}.pt"
+                if ckpt.exists() and not args.overwrite:
+                    _say(f"skip {name}: checkpoint {ckpt} exists (use --overwrite to retrain)")
+                    continue
+                train, val = sets[atom]
+                result = trainer.fit(train, prop)
+                metrics = _validate(result, val, prop)
+                row = _row(cfg, atom, prop, result, metrics)
+                model_file = _export_ferebus(cfg, atom, prop, result, out)
+                _merge_results(out / "results.csv", row)
+                alf = cfg.data.alf.get(atom)
+                save_checkpoint(result, ckpt, system=cfg.data.system, atom=atom, property=prop, method=result.method,
+                                config=str(cfg.path), alf=list(alf) if alf else None, n_atoms=cfg.data.n_atoms,
+                                results=row)  # written last: its presence marks the model as finished
+                done += 1
+                _say(f"{name} {result.method}: {result.wall_time:.2f} s, {result.n_full_evals} full-set evals, "
+                     f"ll_conc {result.ll_concentrated:.2f}, val MAE {_fmt(metrics['val_mae'])} {metrics['unit']}"
+                     + (f" -> {model_file}" if model_file else ""))
+    except KeyboardInterrupt:
+        raise _Interrupted(f"interrupted: {done} model(s) finished this run are saved under {out}; run the same "
+                           "command again to resume (finished models are skipped)") from None
+    _say(f"{done} model(s) trained, {len(jobs) - done} skipped; results in {out / 'results.csv'}")
+    return 0
+
+
+def _median(rows: list[dict], key: str) -> float:
+    values = [r[key] for r in rows if not (isinstance(r[key], float) and math.isnan(r[key]))]
+    return float(statistics.median(values)) if values else math.nan
+
+
+def _warm_up(cfg: Config, train: AtomDataset, prop: str) -> None:
+    """Short untimed DL and TL fits, so one-off start-up costs do not land on whichever method runs first."""
+    short = StoppingRule(max_iter=2)
+    dataclasses.replace(cfg.direct_trainer(), stop=short).fit(train, prop)
+    dataclasses.replace(cfg.transfer_trainer(), stop=short, source_stop=short).fit(train, prop)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """DL vs TL on every (atom, property): medians over --repeats seeds, table + compare.csv / compare.json."""
+    cfg = load_config(args.config, args.data_dir)
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    out = cfg.output_dir(args.out)
+    sets = _load_sets(cfg)
+    seed0 = cfg.direct_trainer().seed
+    jobs = [(atom, prop, rep) for atom in cfg.data.atoms for prop in cfg.data.properties for rep in range(args.repeats)]
+    runs: list[dict] = []
+    try:
+        _warm_up(cfg, sets[cfg.data.atoms[0]][0], cfg.data.properties[0])
+        with _progress(jobs, args, f"{cfg.data.system} DL vs TL") as bar:
+            for atom, prop, rep in bar:
+                train, val = sets[atom]
+                for method in ("dl", "tl"):
+                    result = cfg.trainer(method, seed=seed0 + rep).fit(train, prop)
+                    runs.append({**_row(cfg, atom, prop, result, _validate(result, val, prop)),
+                                 "set": f"{cfg.data.system} {atom} {prop}", "repeat": rep, "seed": seed0 + rep})
+    except KeyboardInterrupt:
+        raise _Interrupted("interrupted: compare writes its tables only at the end; nothing was saved") from None
+    summary = []
+    for atom in cfg.data.atoms:
+        for prop in cfg.data.properties:
+            med = {}
+            for method in ("DL", "TL"):
+                rows = [r for r in runs if (r["atom"], r["property"], r["method"]) == (atom, prop, method)]
+                med[method] = {"set": rows[0]["set"], "method": method, "repeats": len(rows),
+                               **{k: _median(rows, k) for k in ("wall_s", "n_full_evals", "ll_concentrated",
+                                                               "ll_marginal", "val_mae")},
+                               "unit": rows[0]["unit"], "speedup": math.nan, "dll_pct": math.nan}
+            dl, tl = med["DL"], med["TL"]
+            tl["speedup"] = dl["wall_s"] / tl["wall_s"] if tl["wall_s"] > 0 else math.nan
+            tl["dll_pct"] = 100 * (tl["ll_concentrated"] - dl["ll_concentrated"]) / abs(dl["ll_concentrated"])
+            summary += [dl, tl]
+    head = f"{'set':<22} {'method':<6} {'wall s':>8} {'full evals':>10} {'ll_conc':>12} {'val MAE':>10} " \
+           f"{'unit':<7} {'speed-up':>8} {'Δll %':>8}"
+    print(head + "\n" + "-" * len(head))
+    for s in summary:
+        print(f"{s['set']:<22} {s['method']:<6} {s['wall_s']:>8.3f} {s['n_full_evals']:>10.0f} "
+              f"{s['ll_concentrated']:>12.3f} {_fmt(s['val_mae']):>10} {s['unit']:<7} "
+              f"{_fmt(s['speedup'], '.2f'):>8} {_fmt(s['dll_pct'], '+.3f'):>8}")
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(out / "compare.csv", pd.DataFrame(summary).to_csv(index=False))
+    doc = {"config": str(cfg.path), "repeats": args.repeats, "seeds": list(range(seed0, seed0 + args.repeats)),
+           "summary": summary, "runs": runs}
+    _atomic_write_text(out / "compare.json", json.dumps(_jsonable(doc), indent=2) + "\n")
+    print(f"wrote {out / 'compare.csv'} and {out / 'compare.json'}" + (
+        f" (medians over {args.repeats} seeds)" if args.repeats > 1 else ""))
+    return 0
+
+
+def _jsonable(obj: Any) -> Any:
+    """obj with NaN / inf floats replaced by None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
+
+
+def _read_points(path: pathlib.Path, d: int, prop: str | None) -> tuple[pd.Index, torch.Tensor, torch.Tensor | None]:
+    """(row index, features [M, d], property values or None) from an ICHOR-style CSV."""
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    table = pd.read_csv(path)
+    first = table.columns[0]
+    if str(first).startswith("Unnamed") or str(first).strip() == "":
+        table = table.set_index(first)
+        table.index.name = None
+    missing = [f"f{k}" for k in range(1, d + 1) if f"f{k}" not in table.columns]
+    if missing:
+        raise DataFormatError(f"the model needs features f1..f{d}; missing {', '.join(missing[:5])}", path, 1)
+    extra = [c for c in table.columns if str(c).startswith("f") and str(c)[1:].isdigit() and int(str(c)[1:]) > d]
+    if extra:
+        raise DataFormatError(f"file has more features than the model ({d}): {', '.join(extra[:5])}", path, 1)
+    try:
+        x = torch.tensor(table[[f"f{k}" for k in range(1, d + 1)]].to_numpy(dtype=float))
+        y = torch.tensor(table[prop].to_numpy(dtype=float)) if prop in table.columns else None
+    except ValueError as err:
+        raise DataFormatError(f"non-numeric values: {err}", path) from None
+    return table.index, x, y
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Predict with a checkpoint; print errors when the data carry the property; write a CSV."""
+    result, meta = load_checkpoint(args.checkpoint)
+    prop = meta.get("property") or result.property_name
+    index, x, y = _read_points(pathlib.Path(args.data), int(result.theta.numel()), prop)
+    pred = result.predict(x).cpu()
+    table = pd.DataFrame({"index": index, "prediction": pred.numpy()})
+    if y is not None:
+        e = errors(pred, y, prop)
+        table["truth"], table["error"] = y.numpy(), (pred - y).numpy()
+        print(f"{prop} on {e['n']} points: MAE {e['mae']:.4g} {e['unit']}, RMSE {e['rmse']:.4g} {e['unit']}, "
+              f"max {e['max']:.4g} {e['unit']}")
+    else:
+        print(f"{len(table)} predictions of {prop} (no {prop!r} column in {args.data}: no errors)")
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(out, table.to_csv(index=False, float_format="%.17g"))
+    print(f"wrote {out} (values in the data file's units)")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    run = argparse.ArgumentParser(add_help=False)
+    run.add_argument("config", help="TOML config")
+    run.add_argument("--data-dir", help="folder of the ICHOR CSVs (overrides $TLGP_DATA_DIR and [data] dir)")
+    run.add_argument("--out", help="output folder (default: [output] dir)")
+    run.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    p = argparse.ArgumentParser(prog="tlgp", description="Fast anisotropic GP models for FFLUX (TL of hyperparameters)")
+    p.add_argument("--version", action="version", version=f"tlgp_torch {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", parents=[common, run], help="train every (atom, property) of a config")
+    t.add_argument("--method", choices=("tl", "dl"), help="override [train] method")
+    t.add_argument("--overwrite", action="store_true", help="retrain models whose checkpoint exists")
+    t.set_defaults(func=cmd_train)
+    c = sub.add_parser("compare", parents=[common, run], help="DL vs TL timings, likelihoods and errors")
+    c.add_argument("--repeats", type=int, default=1, help="runs per method with seeds seed..seed+k-1 (medians)")
+    c.set_defaults(func=cmd_compare)
+    r = sub.add_parser("predict", parents=[common], help="predict with a trained checkpoint")
+    r.add_argument("checkpoint", help="model checkpoint (.pt) written by `tlgp train`")
+    r.add_argument("data", help="CSV with features f1..fD (and optionally the property)")
+    r.add_argument("--out", default="preds.csv", help="output CSV (default: preds.csv)")
+    r.set_defaults(func=cmd_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `tlgp` command line; returns the exit code (2 on config/data errors, 130 on Ctrl-C)."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as stop:  # --help, --version, usage errors
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+    try:
+        return args.func(args)
+    except _Interrupted as msg:
+        print(f"tlgp: {msg}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("tlgp: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, FloatingPointError) as err:  # config and data problems
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"tlgp: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
