@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import pathlib
-import statistics
 import sys
 import traceback
 from typing import Any
@@ -16,13 +14,13 @@ import torch
 
 from . import __version__
 from .checkpoint import load_checkpoint, save_checkpoint
+from .compare import compare_methods, format_table, validation_metrics, warm_up
 from .config import Config, load_config
 from .data import AtomDataset, DataFormatError, ferebus_model_filename, read_ichor_csv, read_validation_set
 from .data import write_ferebus_model
 from .data.ichor_csv import _atomic_write_text
 from .export import to_ferebus_model
-from .metrics import errors, property_unit
-from .optim import StoppingRule
+from .metrics import errors
 
 RESULT_KEY = ["system", "atom", "property", "method"]
 RESULT_COLUMNS = RESULT_KEY + ["wall_s", "n_full_evals", "ll_concentrated", "ll_marginal", "val_mae", "val_rmse",
@@ -56,15 +54,6 @@ def _load_sets(cfg: Config) -> dict[str, tuple[AtomDataset, AtomDataset | None]]
                  "no validation metrics", err=True)
         sets[atom] = (train, read_validation_set(vpath, like=train) if vpath else None)
     return sets
-
-
-def _validate(result, val: AtomDataset | None, prop: str) -> dict[str, Any]:
-    """Validation MAE / RMSE / max in display units, or NaNs when the property is not in the validation set."""
-    unit = property_unit(prop)[1]
-    if val is None or prop not in val.property_names:
-        return {"val_mae": math.nan, "val_rmse": math.nan, "val_max": math.nan, "unit": unit}
-    e = errors(result.predict(val.x), val.property(prop), prop)
-    return {"val_mae": e["mae"], "val_rmse": e["rmse"], "val_max": e["max"], "unit": unit}
 
 
 def _row(cfg: Config, atom: str, prop: str, result, val: dict) -> dict[str, Any]:
@@ -126,7 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     continue
                 train, val = sets[atom]
                 result = trainer.fit(train, prop)
-                metrics = _validate(result, val, prop)
+                metrics = validation_metrics(result, val, prop)
                 row = _row(cfg, atom, prop, result, metrics)
                 model_file = _export_ferebus(cfg, atom, prop, result, out)
                 _merge_results(out / "results.csv", row)
@@ -145,60 +134,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _median(rows: list[dict], key: str) -> float:
-    values = [r[key] for r in rows if not (isinstance(r[key], float) and math.isnan(r[key]))]
-    return float(statistics.median(values)) if values else math.nan
-
-
-def _warm_up(cfg: Config, train: AtomDataset, prop: str) -> None:
-    """Short untimed DL and TL fits, so one-off start-up costs do not land on whichever method runs first."""
-    short = StoppingRule(max_iter=2)
-    dataclasses.replace(cfg.direct_trainer(), stop=short).fit(train, prop)
-    dataclasses.replace(cfg.transfer_trainer(), stop=short, source_stop=short).fit(train, prop)
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     """DL vs TL on every (atom, property): medians over --repeats seeds, table + compare.csv / compare.json."""
     cfg = load_config(args.config, args.data_dir)
-    if args.repeats < 1:
-        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     out = cfg.output_dir(args.out)
     sets = _load_sets(cfg)
     seed0 = cfg.direct_trainer().seed
-    jobs = [(atom, prop, rep) for atom in cfg.data.atoms for prop in cfg.data.properties for rep in range(args.repeats)]
+    trainers = {"DL": lambda seed: cfg.trainer("dl", seed=seed), "TL": lambda seed: cfg.trainer("tl", seed=seed)}
+    jobs = [(atom, prop) for atom in cfg.data.atoms for prop in cfg.data.properties]
+    summary: list[dict] = []
     runs: list[dict] = []
     try:
-        _warm_up(cfg, sets[cfg.data.atoms[0]][0], cfg.data.properties[0])
+        warm_up(trainers, sets[cfg.data.atoms[0]][0], cfg.data.properties[0])
         with _progress(jobs, args, f"{cfg.data.system} DL vs TL") as bar:
-            for atom, prop, rep in bar:
+            for atom, prop in bar:
                 train, val = sets[atom]
-                for method in ("dl", "tl"):
-                    result = cfg.trainer(method, seed=seed0 + rep).fit(train, prop)
-                    runs.append({**_row(cfg, atom, prop, result, _validate(result, val, prop)),
-                                 "set": f"{cfg.data.system} {atom} {prop}", "repeat": rep, "seed": seed0 + rep})
+                s, r = compare_methods(trainers, train, val, prop, repeats=args.repeats, seed=seed0,
+                                       label=f"{cfg.data.system} {atom} {prop}")
+                summary += s
+                runs += r
     except KeyboardInterrupt:
         raise _Interrupted("interrupted: compare writes its tables only at the end; nothing was saved") from None
-    summary = []
-    for atom in cfg.data.atoms:
-        for prop in cfg.data.properties:
-            med = {}
-            for method in ("DL", "TL"):
-                rows = [r for r in runs if (r["atom"], r["property"], r["method"]) == (atom, prop, method)]
-                med[method] = {"set": rows[0]["set"], "method": method, "repeats": len(rows),
-                               **{k: _median(rows, k) for k in ("wall_s", "n_full_evals", "ll_concentrated",
-                                                               "ll_marginal", "val_mae")},
-                               "unit": rows[0]["unit"], "speedup": math.nan, "dll_pct": math.nan}
-            dl, tl = med["DL"], med["TL"]
-            tl["speedup"] = dl["wall_s"] / tl["wall_s"] if tl["wall_s"] > 0 else math.nan
-            tl["dll_pct"] = 100 * (tl["ll_concentrated"] - dl["ll_concentrated"]) / abs(dl["ll_concentrated"])
-            summary += [dl, tl]
-    head = f"{'set':<22} {'method':<6} {'wall s':>8} {'full evals':>10} {'ll_conc':>12} {'val MAE':>10} " \
-           f"{'unit':<7} {'speed-up':>8} {'Δll %':>8}"
-    print(head + "\n" + "-" * len(head))
-    for s in summary:
-        print(f"{s['set']:<22} {s['method']:<6} {s['wall_s']:>8.3f} {s['n_full_evals']:>10.0f} "
-              f"{s['ll_concentrated']:>12.3f} {_fmt(s['val_mae']):>10} {s['unit']:<7} "
-              f"{_fmt(s['speedup'], '.2f'):>8} {_fmt(s['dll_pct'], '+.3f'):>8}")
+    print(format_table(summary))
     out.mkdir(parents=True, exist_ok=True)
     _atomic_write_text(out / "compare.csv", pd.DataFrame(summary).to_csv(index=False))
     doc = {"config": str(cfg.path), "repeats": args.repeats, "seeds": list(range(seed0, seed0 + args.repeats)),
@@ -218,36 +175,26 @@ def _jsonable(obj: Any) -> Any:
     return None if isinstance(obj, float) and not math.isfinite(obj) else obj
 
 
-def _read_points(path: pathlib.Path, d: int, prop: str | None) -> tuple[pd.Index, torch.Tensor, torch.Tensor | None]:
-    """(row index, features [M, d], property values or None) from an ICHOR-style CSV."""
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    table = pd.read_csv(path)
-    first = table.columns[0]
-    if str(first).startswith("Unnamed") or str(first).strip() == "":
-        table = table.set_index(first)
-        table.index.name = None
-    missing = [f"f{k}" for k in range(1, d + 1) if f"f{k}" not in table.columns]
-    if missing:
-        raise DataFormatError(f"the model needs features f1..f{d}; missing {', '.join(missing[:5])}", path, 1)
-    extra = [c for c in table.columns if str(c).startswith("f") and str(c)[1:].isdigit() and int(str(c)[1:]) > d]
-    if extra:
-        raise DataFormatError(f"file has more features than the model ({d}): {', '.join(extra[:5])}", path, 1)
+def _read_points(path: pathlib.Path, d: int, prop: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(features [M, d], property values or None) from an ICHOR CSV, which may lack the property column."""
     try:
-        x = torch.tensor(table[[f"f{k}" for k in range(1, d + 1)]].to_numpy(dtype=float))
-        y = torch.tensor(table[prop].to_numpy(dtype=float)) if prop in table.columns else None
-    except ValueError as err:
-        raise DataFormatError(f"non-numeric values: {err}", path) from None
-    return table.index, x, y
+        data = read_ichor_csv(path, [prop])
+    except DataFormatError as err:
+        if err.column != prop:
+            raise
+        data = read_ichor_csv(path, [])
+    if data.n_features != d:
+        raise DataFormatError(f"the model needs {d} features; the file has {data.n_features}", path, 1)
+    return data.x, (data.property(prop) if data.property_names else None)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Predict with a checkpoint; print errors when the data carry the property; write a CSV."""
     result, meta = load_checkpoint(args.checkpoint)
     prop = meta.get("property") or result.property_name
-    index, x, y = _read_points(pathlib.Path(args.data), int(result.theta.numel()), prop)
+    x, y = _read_points(pathlib.Path(args.data), int(result.theta.numel()), prop)
     pred = result.predict(x).cpu()
-    table = pd.DataFrame({"index": index, "prediction": pred.numpy()})
+    table = pd.DataFrame({"index": range(x.shape[0]), "prediction": pred.numpy()})
     if y is not None:
         e = errors(pred, y, prop)
         table["truth"], table["error"] = y.numpy(), (pred - y).numpy()

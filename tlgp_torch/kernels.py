@@ -22,20 +22,24 @@ def scaled_sq_dist(
     Non-periodic dimensions go through one matmul; periodic ones are wrapped elementwise.
     """
     theta = theta.unsqueeze(-2)  # [..., 1, D]
-    if cyclic is None or not bool(cyclic.any()):
-        lin = torch.ones(x1.shape[-1], dtype=torch.bool, device=x1.device)
-    else:
-        lin = ~cyclic.to(x1.device)
-    dist = x1.new_zeros(torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2], theta.shape[:-2]) + (x1.shape[-2], x2.shape[-2]))
-    if bool(lin.any()):
-        s = theta[..., lin].sqrt()
-        a, b = x1[..., lin] * s, x2[..., lin] * s
-        dist = dist + (a.pow(2).sum(-1, keepdim=True) + b.pow(2).sum(-1).unsqueeze(-2) - 2.0 * a @ b.transpose(-1, -2))
-        dist = dist.clamp_min(0.0)
-    if cyclic is not None and bool(cyclic.any()):
+    has_cyc = cyclic is not None and bool(cyclic.any())
+    lin = ~cyclic.to(x1.device) if has_cyc else None
+    s = theta.sqrt() if lin is None else theta[..., lin].sqrt()
+    a = (x1 if lin is None else x1[..., lin]) * s
+    b = (x2 if lin is None else x2[..., lin]) * s
+    # |a|^2 + |b|^2 - 2 a.b in one fused batched matmul, then in place
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2], theta.shape[:-2])
+    if a.shape[-1] == 0:  # every feature periodic
+        a, b = a.new_zeros(*a.shape[:-1], 1), b.new_zeros(*b.shape[:-1], 1)
+    a = a.expand(*batch, *a.shape[-2:]).reshape(-1, *a.shape[-2:])
+    b = b.expand(*batch, *b.shape[-2:]).reshape(-1, *b.shape[-2:])
+    sq = a.pow(2).sum(-1, keepdim=True) + b.pow(2).sum(-1).unsqueeze(-2)
+    dist = torch.baddbmm(sq, a, b.transpose(-1, -2), alpha=-2.0).clamp_min_(0.0)
+    dist = dist.reshape(*batch, *dist.shape[-2:])
+    if has_cyc:
         for d in torch.nonzero(cyclic, as_tuple=False).flatten().tolist():
             delta = wrap_angle(x1[..., :, d].unsqueeze(-1) - x2[..., :, d].unsqueeze(-2))
-            dist = dist + theta[..., d].unsqueeze(-1) * delta.pow(2)
+            dist += theta[..., d].unsqueeze(-1) * delta.pow_(2)
     return dist
 
 
@@ -43,7 +47,7 @@ def rbf_matrix(
     x1: torch.Tensor, x2: torch.Tensor, theta: torch.Tensor, cyclic: torch.Tensor | None = None
 ) -> torch.Tensor:
     """FFLUX kernel exp(-sum_d theta_d delta_d^2) between two point sets (theta = 1 / (2 l^2))."""
-    return torch.exp(-scaled_sq_dist(x1, x2, theta, cyclic))
+    return scaled_sq_dist(x1, x2, theta, cyclic).neg_().exp_()
 
 
 def lengthscale_to_theta(lengthscale: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ class Evaluation:
     failed: torch.Tensor
     ll_concentrated: torch.Tensor
     ll_marginal: torch.Tensor
+    mean_gls: torch.Tensor
 
 
 class FFLUXLikelihood:
@@ -127,8 +128,7 @@ class FFLUXLikelihood:
         theta, nug = self.split(params)
         n = self.n
         K = self.sq_dist(theta, groups).neg_().exp_()
-        eye = torch.eye(n, dtype=K.dtype, device=K.device)
-        L, nug_eff, jittered, failed = self._cholesky(K, nug, eye)
+        L, nug_eff, jittered, failed = self._cholesky(K, nug)
         y = self.y[groups]
         ones = torch.ones_like(y)
         # one solve gives both objectives: GLS mean (concentrated) and training mean (marginal)
@@ -150,7 +150,7 @@ class FFLUXLikelihood:
         if grad:
             # M = (a a^T / s - R^-1) o K; dll/du_d = -1/2 theta_d sum_ij M_ij Delta_ij,d^2
             W = torch.cholesky_inverse(L).neg_()
-            W.add_(a.unsqueeze(-1) * (scale.view(-1, 1, 1) * a.unsqueeze(-2)))
+            W.baddbmm_(a.unsqueeze(-1), (scale.unsqueeze(-1) * a).unsqueeze(-2))
             trace_w = W.diagonal(dim1=-2, dim2=-1).sum(-1)
             M = W.mul_(K)
             g = params.new_zeros(b, self.n_params)
@@ -173,7 +173,7 @@ class FFLUXLikelihood:
             ll_conc = torch.where(failed, torch.full_like(ll, -math.inf), ll_conc)
             ll_marg = torch.where(failed, torch.full_like(ll, -math.inf), ll_marg)
         return Evaluation(ll=ll, grad=g, mean=mu, sigma2=sigma2, nugget=nug_eff, jittered=jittered, failed=failed,
-                          ll_concentrated=ll_conc, ll_marginal=ll_marg)
+                          ll_concentrated=ll_conc, ll_marginal=ll_marg, mean_gls=mu_gls)
 
     def _cyc_contract(self, M: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         """sum_ij M_ij wrap(Delta_ij,d)^2 for each periodic feature d: [b, Dc]."""
@@ -187,17 +187,21 @@ class FFLUXLikelihood:
                     out[i, j] = (M[i] * wrap_angle(xd.unsqueeze(-1) - xd.unsqueeze(-2)).pow_(2)).sum()
         return out
 
-    def _cholesky(self, K: torch.Tensor, nug: torch.Tensor, eye: torch.Tensor):
+    def _cholesky(self, K: torch.Tensor, nug: torch.Tensor):
         """Cholesky of K + nugget I per member; a member that fails gets jitter escalation (x10) alone.
 
         Returns L, the nugget each member ended with, a jittered mask and a failed mask (no factor up
-        to max_jitter: its L is the identity and the caller reports ll = -inf).
+        to max_jitter: its L is the identity and the caller reports ll = -inf). K is left unchanged.
         """
-        L, info = torch.linalg.cholesky_ex(K + nug.view(-1, 1, 1) * eye)
+        diag = K.diagonal(dim1=-2, dim2=-1)
+        diag.add_(nug.unsqueeze(-1))  # factorise R = K + nugget I in place of a copy, then restore K
+        L, info = torch.linalg.cholesky_ex(K)
+        diag.sub_(nug.unsqueeze(-1))
         nug_eff = nug.clone()
         failed = torch.zeros_like(nug, dtype=torch.bool)
         bad = info > 0
         jittered = bad.clone()
+        eye = torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
         while bool(bad.any()):
             nug_eff = torch.where(bad, nug_eff * 10.0, nug_eff)
             over = bad & (nug_eff > max(self.max_jitter, float(nug.max())))

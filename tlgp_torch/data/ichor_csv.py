@@ -60,7 +60,7 @@ def _to_float(raw: np.ndarray, lines: np.ndarray, names: list[str], path: pathli
 
 
 def read_ichor_csv(path: str | os.PathLike, properties: list[str] | None = None) -> AtomDataset:
-    """Read an ICHOR CSV: features f1..fD (sorted numerically) and properties (file or requested order)."""
+    """Read an ICHOR CSV: features f1..fD (sorted numerically) and properties (file order, requested, or [] = none)."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise _missing_file(path)
@@ -94,8 +94,9 @@ def read_ichor_csv(path: str | os.PathLike, properties: list[str] | None = None)
                                   f"(found {found})", path, 1, f"f{expected}")
     feature_cols = [i for _, i in features]
     prop_cols = {h: i for i, h in enumerate(header) if h and i not in feature_cols}
-    if not prop_cols:
-        raise DataFormatError("no property columns (expected e.g. iqa, q00)", path, 1)
+    if not prop_cols and properties != []:
+        raise DataFormatError("no property columns (expected e.g. iqa, q00; pass properties=[] for features only)",
+                              path, 1)
     if properties is None:
         properties = list(prop_cols)
     else:

@@ -52,6 +52,11 @@ class FitSettings:
             raise ValueError(f"mean must be 'auto', 'gls' or 'train', got {self.mean!r}")
 
     @property
+    def mean_rule(self) -> str:
+        """'gls' or 'train': the constant mean used for predictions."""
+        return self.mean if self.mean != "auto" else ("gls" if self.likelihood == "concentrated" else "train")
+
+    @property
     def learn_nugget(self) -> bool:
         """True when the nugget (noise / outputscale) is optimised."""
         return self.convention == "gpytorch"
@@ -133,14 +138,8 @@ def final_state(s: FitSettings, lik: FFLUXLikelihood, y: torch.Tensor, u: torch.
     if bool(ev.jittered[0]):
         warnings.warn(f"kernel matrix needed jitter: nugget raised to {nugget:.3g} (near-duplicate training points?)",
                       NumericalWarning, stacklevel=3)
-    mean_rule = s.mean if s.mean != "auto" else ("gls" if s.likelihood == "concentrated" else "train")
-    ev_c = ev if s.likelihood == "concentrated" else None
-    gls = float(ev.mean[0]) if ev_c is not None else None
-    if gls is None and mean_rule == "gls":
-        gls = float(FFLUXLikelihood(lik.x[0], y, kind="concentrated", nugget=nugget, cyclic=lik.cyc)(
-            u[: lik.d].reshape(1, -1), grad=False).mean[0])
     return {"theta": u[: lik.d].exp(), "nugget": nugget,
-            "mean": gls if mean_rule == "gls" else float(y.mean()),
+            "mean": float(ev.mean_gls[0]) if s.mean_rule == "gls" else float(y.mean()),
             "sigma2": float(ev.sigma2[0]) if s.likelihood == "concentrated" else 1.0,
             "ll_concentrated": float(ev.ll_concentrated[0]), "ll_marginal": float(ev.ll_marginal[0])}
 

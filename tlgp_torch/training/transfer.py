@@ -6,7 +6,8 @@ transfer: its lengthscales (and learned nugget) seed the target; relaxation: L-B
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 
 import torch
 
@@ -24,10 +25,10 @@ TRANSFERABLE = ("lengthscale", "noise")
 
 @dataclass
 class TransferTrainer(FitSettings):
-    """Seeding-relaxation TL. source_size: points per source (int) or a fraction of N (float <= 1)."""
+    """Seeding-relaxation TL. source_size: points per source (int) or a fraction of N (float in (0, 1])."""
 
     n_sources: int = 2
-    source_size: float = 0.5
+    source_size: float | int = 0.5
     source_restarts: int = 2
     selection: str = "holdout_mae"
     transfer: tuple[str, ...] = ("lengthscale", "noise")
@@ -35,6 +36,7 @@ class TransferTrainer(FitSettings):
     relax_optimizer: str | None = None               # default: `optimizer`
     min_source_size: int = 16
     transfer_curvature: bool = True                  # seed the relaxation's L-BFGS memory with the source's pairs
+    revive_floor: float | None = 1e-3                # floor on 2 theta_d s_d^2 of the seed (None: copy as is)
 
     def __post_init__(self):
         super().__post_init__()
@@ -46,12 +48,14 @@ class TransferTrainer(FitSettings):
         if bad or "lengthscale" not in self.transfer:
             raise ValueError(f"transfer must include 'lengthscale' and only {TRANSFERABLE} (outputscale and mean are "
                              f"profiled out of the concentrated likelihood); got {self.transfer}")
-        if self.source_size <= 0:
-            raise ValueError(f"source_size must be positive, got {self.source_size}")
+        if isinstance(self.source_size, bool) or not isinstance(self.source_size, (int, float)) or self.source_size <= 0 \
+                or (isinstance(self.source_size, float) and self.source_size > 1):
+            raise ValueError(f"source_size must be a point count (int) or a fraction in (0, 1] (float), "
+                             f"got {self.source_size!r}")
 
     def subset_size(self, n: int) -> int:
         """Points per source for a training set of n points."""
-        m = int(round(self.source_size * n)) if self.source_size <= 1 else int(self.source_size)
+        m = int(round(self.source_size * n)) if isinstance(self.source_size, float) else self.source_size
         if m > n:
             raise ValueError(f"source_size={self.source_size} asks for {m} points per source but the training set "
                              f"has only {n}")
@@ -95,6 +99,11 @@ class TransferTrainer(FitSettings):
         with timed(times, "transfer", device):
             u_seed = initial_parameters(self, spread, 1, gen)
             u_seed[0, : x.shape[1]] = u_src[k_best, : x.shape[1]]
+            if self.revive_floor is not None:
+                # a small source can switch a weakly relevant feature off (theta -> 0), where the log-theta
+                # gradient vanishes and the relaxation cannot switch it back on: lift such features to a floor
+                floor = -(2.0 * spread.pow(2)).log() + math.log(self.revive_floor)
+                u_seed[0, : x.shape[1]] = torch.maximum(u_seed[0, : x.shape[1]], floor)
             if self.learn_nugget and "noise" in self.transfer:
                 u_seed[0, -1] = u_src[k_best, -1]
             memory = None
@@ -122,7 +131,7 @@ class TransferTrainer(FitSettings):
         d = x.shape[1]
         ev = lik_s(u_src, member_group=torch.arange(u_src.shape[0], device=x.device), grad=False)
         theta = u_src[:, :d].exp()
-        mean = ev.mean if self.likelihood == "concentrated" else y[subsets].mean(-1)
+        mean = ev.mean_gls if self.mean_rule == "gls" else y[subsets].mean(-1)
         out = []
         for k in range(subsets.shape[0]):
             idx = subsets[k]
