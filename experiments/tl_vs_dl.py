@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--restarts", type=int, default=8, help="DL random starts (R)")
     p.add_argument("--rtol", type=float, default=StoppingRule().rtol, help="stopping rule for DL and TL alike")
     p.add_argument("--device", default="auto")
+    p.add_argument("--convention", default="fflux", choices=("fflux", "gpytorch"))
+    p.add_argument("--mean", default="auto", choices=("auto", "gls", "train"), help="prediction mean")
     p.add_argument("--data-dir", default=os.environ.get("TLGP_DATA_DIR", str(REPO.parent / "shared/data/fflux")))
     p.add_argument("--out", default=str(REPO / "results" / "tl_vs_dl"))
     args = p.parse_args(argv)
@@ -53,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data folder {data} not found: pass --data-dir or set TLGP_DATA_DIR", file=sys.stderr)
         return 2
     stop = StoppingRule(rtol=args.rtol)
-    trainers = {"DL": lambda seed: DirectTrainer(restarts=args.restarts, stop=stop, seed=seed, device=args.device),
-                "TL": lambda seed: TransferTrainer(stop=stop, seed=seed, device=args.device)}
+    common = dict(stop=stop, device=args.device, convention=args.convention, mean=args.mean)
+    trainers = {"DL": lambda seed: DirectTrainer(restarts=args.restarts, seed=seed, **common),
+                "TL": lambda seed: TransferTrainer(seed=seed, **common)}
     summary, runs = [], []
     t0 = time.perf_counter()
     for name in args.sets:
@@ -68,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         summary += s
         runs += r
     info = machine()
-    print(f"\nTL vs DL (R={args.restarts}), medians of {args.repeats}; {info['cpu']}, {info['torch_threads']} threads, "
-          f"torch {info['torch']}; total {time.perf_counter() - t0:.0f} s")
+    print(f"\nTL vs DL (R={args.restarts}, {args.convention} convention, mean {args.mean}), medians of {args.repeats}; "
+          f"{info['cpu']}, {info['torch_threads']} threads, torch {info['torch']}; total {time.perf_counter() - t0:.0f} s")
     print(format_table(summary))
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

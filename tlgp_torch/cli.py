@@ -1,4 +1,4 @@
-"""Command line: `tlgp train | compare | predict` (one entry point, console script `tlgp`)."""
+"""Command line: `tlgp train | compare | predict | data generate` (one entry point, console script `tlgp`)."""
 from __future__ import annotations
 
 import argparse
@@ -209,6 +209,38 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_generate(args: argparse.Namespace) -> int:
+    """Make a GFN2-xTB data set (ICHOR CSVs per atom, extended xyz, provenance.json); cached work is reused."""
+    try:
+        from .datasets import generate, load_generation_config
+        cfg = load_generation_config(args.config, args.out)
+        show = args.progress or sys.stderr.isatty()
+        try:
+            report = generate(cfg, workers=args.workers, progress=show, force=args.force, log=_say)
+        except KeyboardInterrupt:
+            raise _Interrupted(f"interrupted: finished work units are cached under {cfg.out_dir / 'cache'}; run the "
+                               "same command again to resume") from None
+    except ImportError as err:
+        print(f"tlgp: error: {err}", file=sys.stderr)
+        return 2
+    for msg in report.drops[:20]:
+        _say(f"dropped: {msg}", err=True)
+    if len(report.drops) > 20:
+        _say(f"... {len(report.drops) - 20} more dropped frames: see {report.out_dir / 'provenance.json'}", err=True)
+    if report.up_to_date:
+        print(f"{cfg.system}: up to date in {report.out_dir} ({report.n_train} training + {report.n_validation} "
+              "validation conformations; nothing recomputed; --force to redo)")
+        return 0
+    print(f"{cfg.system}: {report.n_train} training + {report.n_validation} validation conformations in "
+          f"{report.out_dir} ({report.n_sampled} sampled, {len(report.drops)} dropped, {report.n_duplicates} "
+          f"near-duplicates; {report.tasks_computed} work unit(s) computed, {report.tasks_cached} cached; "
+          f"{report.wall_s:.1f} s)")
+    print("labels: GFN2-xTB atom-resolved energies (Hartree) and Mulliken charges; NOT IQA energies")
+    print("ALF (1-based) for a training config: alf = { " + ", ".join(f"{a} = {v}" for a, v in report.alf.items())
+          + " }")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -232,6 +264,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("data", help="CSV with features f1..fD (and optionally the property)")
     r.add_argument("--out", default="preds.csv", help="output CSV (default: preds.csv)")
     r.set_defaults(func=cmd_predict)
+    d = sub.add_parser("data", help="make labelled data sets (GFN2-xTB; needs the qm extra)")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    g = dsub.add_parser("generate", parents=[common], help="sample conformations, label them with GFN2-xTB, write "
+                        "ICHOR CSVs (cached: a rerun recomputes nothing, an interrupted run resumes)")
+    g.add_argument("config", help="data TOML (see configs/data/)")
+    g.add_argument("--out", help="output folder (default: [output] dir)")
+    g.add_argument("--workers", type=int, help="worker processes (default: [output] workers, 0 = one per core)")
+    g.add_argument("--force", action="store_true", help="recompute everything, ignoring the cache")
+    g.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    g.set_defaults(func=cmd_data_generate)
     return p
 
 

@@ -142,9 +142,15 @@ def _check(value: Any, hint: Any, where: str) -> Any:
     """value converted to `hint` (int -> float, list -> tuple), or ConfigError naming `where` and the type."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     bad = ConfigError(f"{where}: expected {_type_name(hint)}, got {type(value).__name__} ({value!r})")
-    if origin in (typing.Union, types.UnionType):  # only `X | None` occurs (TOML has no null)
-        (arg,) = [a for a in args if a is not type(None)]
-        return _check(value, arg, where)
+    if origin in (typing.Union, types.UnionType):  # TOML has no null: try each non-None member in order
+        members = [a for a in args if a is not type(None)]
+        exact = [a for a in members if a in (int, float) and type(value) is a]  # int 600 vs float 0.3
+        for arg in exact + members:
+            try:
+                return _check(value, arg, where)
+            except ConfigError:
+                continue
+        raise bad
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return value  # an int stays an int: TransferTrainer reads source_size 300 as points, 0.5 as a fraction

@@ -61,7 +61,9 @@ class AnisotropicGP(gpytorch.models.ExactGP):
                    cyclic: torch.Tensor | None = None, convention: str = "fflux", sigma2: float = 1.0,
                    noise_floor: float = 1e-8) -> "AnisotropicGP":
         """Build a model from FFLUX hyperparameters (theta, constant mean, nugget, process variance sigma2)."""
-        model = cls(x, y, cyclic=cyclic, convention=convention, nugget=nugget, noise_floor=min(noise_floor, nugget))
+        scale = sigma2 / float(y.std()) ** 2 if convention == "gpytorch" and y.numel() > 1 and float(y.std()) > 0 else 1.0
+        floor = min(noise_floor, 0.5 * nugget * min(1.0, scale))  # the given noise must lie above the constraint
+        model = cls(x, y, cyclic=cyclic, convention=convention, nugget=nugget, noise_floor=floor)
         with torch.no_grad():
             model.base_kernel.lengthscale = theta_to_lengthscale(theta.to(x)).reshape(1, -1)
             if convention == "gpytorch":

@@ -94,7 +94,7 @@ def read_ichor_csv(path: str | os.PathLike, properties: list[str] | None = None)
                                   f"(found {found})", path, 1, f"f{expected}")
     feature_cols = [i for _, i in features]
     prop_cols = {h: i for i, h in enumerate(header) if h and i not in feature_cols}
-    if not prop_cols and properties != []:
+    if not prop_cols and properties is None:
         raise DataFormatError("no property columns (expected e.g. iqa, q00; pass properties=[] for features only)",
                               path, 1)
     if properties is None:

@@ -20,6 +20,6 @@ def complement(n: int, index: torch.Tensor) -> torch.Tensor:
     index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
     if index.numel() and (index.min() < 0 or index.max() >= n):
         raise ValueError(f"indices must lie in [0, {n}), got range [{int(index.min())}, {int(index.max())}]")
-    keep = torch.ones(n, dtype=torch.bool)
+    keep = torch.ones(n, dtype=torch.bool, device=index.device)
     keep[index] = False
     return keep.nonzero().reshape(-1)

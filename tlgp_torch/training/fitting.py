@@ -31,7 +31,7 @@ class FitSettings:
     lr: float = 0.05                     # Adam step size in log-theta
     history_size: int = 10
     stop: StoppingRule = field(default_factory=StoppingRule)
-    init_range: tuple[float, float] = (1e-3, 1.0)  # 2 theta_d s_d^2 drawn log-uniform in this range
+    init_range: tuple[float, float] = (1e-3, 1.0)  # 2 theta_d s_d^2 log-uniform in this range x min(1, 3/D)
     mean: str = "auto"                   # prediction mean: "auto" (GLS if concentrated else training mean), "gls", "train"
     device: str = "auto"
     dtype: torch.dtype = torch.float64
@@ -94,6 +94,7 @@ def optimise(s: FitSettings, lik: FFLUXLikelihood, u0: torch.Tensor, stop: Stopp
     """Maximise the likelihood from every row of u0, members batched in memory-sized chunks."""
     n = lik.n
     opt = optimizer or s.optimizer
+    u0 = feasible_starts(lik, u0, upper, member_group)
     chunk = members_per_chunk(n, memory_budget(u0.device, s.memory_fraction))
     if chunk < u0.shape[0]:
         log.info("%s: %d members in chunks of %d (memory budget)", stage, u0.shape[0], chunk)
@@ -128,6 +129,23 @@ def optimise(s: FitSettings, lik: FFLUXLikelihood, u0: torch.Tensor, stop: Stopp
                        converged=cat("converged"), reason=sum((p.reason for p in parts), []), memory=memory)
 
 
+def feasible_starts(lik: FFLUXLikelihood, u0: torch.Tensor, upper: torch.Tensor,
+                    member_group: torch.Tensor | None = None, tries: int = 6) -> torch.Tensor:
+    """Repair starts whose kernel matrix cannot be factorised (the wrapped-phi kernel is not positive definite
+    for long lengthscales): raise all their thetas x10 (towards K = I) until it factorises, at most `tries` times."""
+    u = u0.clone()
+    d = lik.d
+    todo = torch.arange(u.shape[0], device=u.device)
+    for _ in range(tries):
+        ev = lik(u[todo], todo, grad=False, member_group=member_group)
+        todo = todo[ev.failed]
+        if not todo.numel():
+            break
+        log.info("%d start(s) not positive definite: shortening their lengthscales", todo.numel())
+        u[todo, :d] = torch.minimum(u[todo, :d] + math.log(10.0), upper[:d])
+    return u
+
+
 def final_state(s: FitSettings, lik: FFLUXLikelihood, y: torch.Tensor, u: torch.Tensor) -> dict:
     """Both FFLUX likelihoods, the prediction mean, nugget and sigma2 at the final parameters u [P]."""
     ev = lik(u.reshape(1, -1), grad=False)
@@ -136,7 +154,9 @@ def final_state(s: FitSettings, lik: FFLUXLikelihood, y: torch.Tensor, u: torch.
                                  "look for duplicate training points")
     nugget = float(ev.nugget[0])
     if bool(ev.jittered[0]):
-        warnings.warn(f"kernel matrix needed jitter: nugget raised to {nugget:.3g} (near-duplicate training points?)",
+        warnings.warn(f"kernel matrix needed jitter: nugget raised from {float(lik.nugget if not lik.learn_nugget else u[-1].exp()):.3g} "
+                      f"to {nugget:.3g} (near-duplicate training points, or a periodic feature spanning the whole "
+                      "circle: the wrapped-difference kernel is not positive definite at long lengthscales)",
                       NumericalWarning, stacklevel=3)
     return {"theta": u[: lik.d].exp(), "nugget": nugget,
             "mean": float(ev.mean_gls[0]) if s.mean_rule == "gls" else float(y.mean()),
@@ -190,5 +210,5 @@ def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
-__all__ = ["FitSettings", "feature_spread", "final_state", "generator", "initial_parameters", "make_likelihood",
+__all__ = ["FitSettings", "feasible_starts", "feature_spread", "final_state", "generator", "initial_parameters", "make_likelihood",
            "optimise", "parameter_bounds", "prepare"]

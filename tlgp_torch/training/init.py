@@ -32,9 +32,14 @@ def log_theta_bounds(spread: torch.Tensor, low: float = 1e-8, high: float = 1e3)
 
 def random_log_theta(spread: torch.Tensor, count: int, generator: torch.Generator,
                      init_range: tuple[float, float] = (1e-3, 1.0)) -> torch.Tensor:
-    """count x D random log(theta), log-uniform so that 2 theta_d s_d^2 lies in init_range."""
+    """count x D random log(theta): 2 theta_d s_d^2 log-uniform in init_range x min(1, 3 / D).
+
+    The 3 / D keeps the expected exponent sum_d theta_d delta_d^2 of a random pair O(1) whatever D is;
+    without it, starts with many features begin on the K = I plateau (flat likelihood, no progress).
+    """
     lo, hi = math.log(init_range[0]), math.log(init_range[1])
     if not hi > lo:
         raise ValueError(f"init_range must be increasing, got {init_range}")
+    shift = math.log(min(1.0, 3.0 / spread.numel()))
     u = torch.rand(count, spread.numel(), generator=generator, dtype=spread.dtype).to(spread.device)
-    return -(2.0 * spread.pow(2)).log() + lo + (hi - lo) * u
+    return -(2.0 * spread.pow(2)).log() + shift + lo + (hi - lo) * u

@@ -7,7 +7,7 @@ transfer: its lengthscales (and learned nugget) seed the target; relaxation: L-B
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -28,11 +28,11 @@ class TransferTrainer(FitSettings):
     """Seeding-relaxation TL. source_size: points per source (int) or a fraction of N (float in (0, 1])."""
 
     n_sources: int = 2
-    source_size: float | int = 0.5
+    source_size: float | int = 0.3
     source_restarts: int = 2
     selection: str = "holdout_mae"
     transfer: tuple[str, ...] = ("lengthscale", "noise")
-    source_stop: StoppingRule | None = None         # default: the same rule as the relaxation
+    source_stop: StoppingRule = field(default_factory=lambda: StoppingRule(rtol=1e-4))  # loose: only the basin matters
     relax_optimizer: str | None = None               # default: `optimizer`
     min_source_size: int = 16
     transfer_curvature: bool = True                  # seed the relaxation's L-BFGS memory with the source's pairs
@@ -84,7 +84,7 @@ class TransferTrainer(FitSettings):
             lik_s = make_likelihood(self, x[subsets], y[subsets], cyclic)
             group = torch.arange(K, device=device).repeat_interleave(r)
             u0 = initial_parameters(self, spread, K * r, gen)
-            src = optimise(self, lik_s, u0, self.source_stop or self.stop, lo, hi, member_group=group,
+            src = optimise(self, lik_s, u0, self.source_stop, lo, hi, member_group=group,
                            history=history, stage="sources")
         with timed(times, "selection", device):
             f = src.f.reshape(K, r)
@@ -95,6 +95,10 @@ class TransferTrainer(FitSettings):
                 score = f.gather(1, best_r[:, None]).squeeze(1)  # -ll / m
             else:
                 score = self._holdout_mae(x, y, cyclic, subsets, lik_s, u_src)
+            score = torch.where(torch.isfinite(f.min(1).values), score, torch.full_like(score, math.inf))
+            if not bool(torch.isfinite(score).any()):
+                raise FloatingPointError("no source model could be fitted (kernel matrices not positive definite "
+                                         "at every start): check the data for duplicates or use DirectTrainer")
             k_best = int(torch.argmin(score))
         with timed(times, "transfer", device):
             u_seed = initial_parameters(self, spread, 1, gen)
@@ -134,6 +138,9 @@ class TransferTrainer(FitSettings):
         mean = ev.mean_gls if self.mean_rule == "gls" else y[subsets].mean(-1)
         out = []
         for k in range(subsets.shape[0]):
+            if bool(ev.failed[k]):
+                out.append(y.new_tensor(math.inf))
+                continue
             idx = subsets[k]
             w = fflux_weights(x[idx], y[idx], theta[k], mean[k], float(ev.nugget[k]), cyclic)
             rest = complement(x.shape[0], idx)
