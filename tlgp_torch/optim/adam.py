@@ -25,8 +25,8 @@ def batched_adam(
     stop = stop or StoppingRule()
     B, _ = x0.shape
     dev = x0.device
-    lo = torch.as_tensor(-torch.inf if lower is None else lower, dtype=x0.dtype, device=dev)
-    hi = torch.as_tensor(torch.inf if upper is None else upper, dtype=x0.dtype, device=dev)
+    lo = torch.as_tensor(-torch.inf if lower is None else lower, dtype=x0.dtype, device=dev).expand_as(x0)
+    hi = torch.as_tensor(torch.inf if upper is None else upper, dtype=x0.dtype, device=dev).expand_as(x0)
     x = torch.maximum(torch.minimum(x0.clone(), hi), lo)
     all_idx = torch.arange(B, device=dev)
     f, g = fun(x, all_idx)
@@ -47,7 +47,7 @@ def batched_adam(
         v[idx] = betas[1] * v[idx] + (1 - betas[1]) * gi * gi
         mh = m[idx] / (1 - betas[0] ** it)
         vh = v[idx] / (1 - betas[1] ** it)
-        x[idx] = torch.maximum(torch.minimum(x[idx] - lr * mh / (vh.sqrt() + eps), hi), lo)
+        x[idx] = torch.maximum(torch.minimum(x[idx] - lr * mh / (vh.sqrt() + eps), hi[idx]), lo[idx])
         f_old = f[idx].clone()
         f[idx], g[idx] = fun(x[idx], idx)
         n_evals[idx] += 1

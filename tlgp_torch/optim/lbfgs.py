@@ -65,7 +65,7 @@ def batched_lbfgs(
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
     memory: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> OptimResult:
-    """Minimise fun independently for each row of x0 [B, P]; bounds are enforced by projection.
+    """Minimise fun independently for each row of x0 [B, P]; bounds ([P] or [B, P]) are enforced by projection.
 
     f_scale converts f to log-likelihood units for the stopping rule (e.g. n when f = -ll / n).
     memory: initial curvature pairs (S [B, m, P], Y [B, m, P], valid [B, m]), e.g. from a related problem.
@@ -73,8 +73,9 @@ def batched_lbfgs(
     stop = stop or StoppingRule()
     B, P = x0.shape
     dev, dt = x0.device, x0.dtype
-    lo = torch.as_tensor(-torch.inf if lower is None else lower, dtype=dt, device=dev)
-    hi = torch.as_tensor(torch.inf if upper is None else upper, dtype=dt, device=dev)
+    # bounds: scalars, [P] or per member [B, P]
+    lo = torch.as_tensor(-torch.inf if lower is None else lower, dtype=dt, device=dev).expand(B, P)
+    hi = torch.as_tensor(torch.inf if upper is None else upper, dtype=dt, device=dev).expand(B, P)
     x = torch.maximum(torch.minimum(x0.clone(), hi), lo)
     all_idx = torch.arange(B, device=dev)
     f, g = fun(x, all_idx)
@@ -114,7 +115,8 @@ def batched_lbfgs(
         x_new, f_new, g_new = xi.clone(), fi.clone(), gi.clone()
         for _ in range(max_ls):
             s_idx = torch.nonzero(searching).flatten()
-            trial = torch.maximum(torch.minimum(xi[s_idx] + t[s_idx].unsqueeze(-1) * d[s_idx], hi), lo)
+            m_idx = idx[s_idx]
+            trial = torch.maximum(torch.minimum(xi[s_idx] + t[s_idx].unsqueeze(-1) * d[s_idx], hi[m_idx]), lo[m_idx])
             ft, gt = fun(trial, idx[s_idx])
             n_evals[idx[s_idx]] += 1
             ok = torch.isfinite(ft) & (ft <= fi[s_idx] + c1 * t[s_idx] * slope[s_idx])

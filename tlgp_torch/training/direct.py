@@ -1,14 +1,36 @@
 """DirectTrainer: direct learning (DL) from R random hyperparameter guesses on the full training set."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from ..device import resolve_device, timed
-from .fitting import (FitSettings, feature_spread, final_state, generator, initial_parameters, make_likelihood,
-                      optimise, parameter_bounds, prepare)
+from .fitting import (FitSettings, feature_spread, final_states, generator, initial_parameters, make_likelihood,
+                      optimise, parameter_bounds, prepare_tasks)
 from .result import TrainResult
+
+
+def build_results(trainer: FitSettings, method: str, states: list[dict], x: torch.Tensor, y: torch.Tensor,
+                  cyclic: torch.Tensor | None, names: list, ll: torch.Tensor, times: dict[str, float],
+                  full_evals: list[int], history: list, infos: list[dict], **extra) -> list[TrainResult]:
+    """One TrainResult per task of a batched fit (failed tasks get status 'failed' and NaN hyperparameters)."""
+    out = []
+    for b, st in enumerate(states):
+        failed = "failed" in st
+        nan = float("nan")
+        out.append(TrainResult(
+            method=method, convention=trainer.convention, likelihood=trainer.likelihood,
+            theta=x.new_full((x.shape[-1],), nan) if failed else st["theta"],
+            nugget=nan if failed else st["nugget"], mean=nan if failed else st["mean"],
+            sigma2=nan if failed else st["sigma2"], ll=-math.inf if failed else float(ll[b]),
+            ll_marginal=-math.inf if failed else st["ll_marginal"],
+            ll_concentrated=-math.inf if failed else st["ll_concentrated"], stage_times=dict(times),
+            n_full_evals=full_evals[b], history=history, info={**infos[b], "batch_size": len(states)},
+            x_train=x[b], y_train=y[b], cyclic=cyclic, property_name=names[b],
+            status="failed" if failed else "ok", failure=st.get("failed"), **{k: v[b] for k, v in extra.items()}))
+    return out
 
 
 @dataclass
@@ -24,24 +46,44 @@ class DirectTrainer(FitSettings):
 
     def fit(self, data, prop: str | None = None) -> TrainResult:
         """Train on an AtomDataset (property `prop`) or an (x, y[, cyclic]) tuple."""
-        x, y, cyclic, name = prepare(self, data, prop)
+        result = self.fit_many([(data, prop)])[0]
+        if result.status != "ok":
+            raise FloatingPointError(result.failure)
+        return result
+
+    def fit_many(self, tasks: list) -> list[TrainResult]:
+        """Train several models sharing N and D, e.g. the properties of one atom, as one batched tensor program.
+
+        tasks: [(AtomDataset, property) or ((x, y[, cyclic]), None), ...]. Each task draws the same random starts
+        as it would alone, so batched and one-by-one fits agree; a task that fails is reported, the others finish.
+        """
+        x, y, cyclic, names = prepare_tasks(self, tasks)
         device = resolve_device(self.device)
+        B, n, _ = x.shape
+        R = self.restarts
         times: dict[str, float] = {}
         history: list = []
-        gen = generator(self.seed)
         with timed(times, "optimisation", device):
-            spread = feature_spread(x, cyclic, generator=gen)
-            lo, hi = parameter_bounds(self, spread)
-            u0 = initial_parameters(self, spread, self.restarts, gen)
+            u0, lo, hi = [], [], []
+            for b in range(B):
+                gen = generator(self.seed)
+                spread = feature_spread(x[b], cyclic, generator=gen)
+                bounds = parameter_bounds(self, spread)
+                u0.append(initial_parameters(self, spread, R, gen))
+                lo.append(bounds[0].expand(R, -1))
+                hi.append(bounds[1].expand(R, -1))
             lik = make_likelihood(self, x, y, cyclic)
-            res = optimise(self, lik, u0, self.stop, lo, hi, history=history, stage="DL")
-            best = int(torch.argmin(res.f))
+            group = torch.arange(B, device=device).repeat_interleave(R)
+            res = optimise(self, lik, torch.cat(u0), self.stop, torch.cat(lo), torch.cat(hi), member_group=group,
+                           history=history, stage="DL")
+            f = res.f.reshape(B, R)
+            best = f.argmin(1)
+            u_best = res.x.reshape(B, R, -1)[torch.arange(B, device=device), best]
         with timed(times, "evaluation", device):
-            st = final_state(self, lik, y, res.x[best])
-        info = {"restart_ll": (-res.f * x.shape[0]).tolist(), "restart_iters": res.n_iter.tolist(),
-                "restart_evals": res.n_evals.tolist(), "restart_reason": res.reason, "best_restart": best}
-        return TrainResult(method="DL", convention=self.convention, likelihood=self.likelihood, theta=st["theta"],
-                           nugget=st["nugget"], mean=st["mean"], sigma2=st["sigma2"], ll=float(-res.f[best] * x.shape[0]),
-                           ll_marginal=st["ll_marginal"], ll_concentrated=st["ll_concentrated"], stage_times=times,
-                           n_full_evals=int(res.n_evals.sum()), history=history, info=info, x_train=x, y_train=y,
-                           cyclic=cyclic, property_name=name)
+            states = final_states(self, lik, u_best)
+        evals = res.n_evals.reshape(B, R)
+        infos = [{"restart_ll": (-f[b] * n).tolist(), "restart_iters": res.n_iter.reshape(B, R)[b].tolist(),
+                  "restart_evals": evals[b].tolist(), "restart_reason": res.reason[b * R:(b + 1) * R],
+                  "best_restart": int(best[b])} for b in range(B)]
+        return build_results(self, "DL", states, x, y, cyclic, names, -f.min(1).values * n, times,
+                             evals.sum(1).tolist(), history, infos)

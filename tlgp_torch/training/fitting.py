@@ -135,6 +135,7 @@ def feasible_starts(lik: FFLUXLikelihood, u0: torch.Tensor, upper: torch.Tensor,
     for long lengthscales): raise all their thetas x10 (towards K = I) until it factorises, at most `tries` times."""
     u = u0.clone()
     d = lik.d
+    upper = upper.expand_as(u)
     todo = torch.arange(u.shape[0], device=u.device)
     for _ in range(tries):
         ev = lik(u[todo], todo, grad=False, member_group=member_group)
@@ -142,26 +143,53 @@ def feasible_starts(lik: FFLUXLikelihood, u0: torch.Tensor, upper: torch.Tensor,
         if not todo.numel():
             break
         log.info("%d start(s) not positive definite: shortening their lengthscales", todo.numel())
-        u[todo, :d] = torch.minimum(u[todo, :d] + math.log(10.0), upper[:d])
+        u[todo, :d] = torch.minimum(u[todo, :d] + math.log(10.0), upper[todo, :d])
     return u
 
 
-def final_state(s: FitSettings, lik: FFLUXLikelihood, y: torch.Tensor, u: torch.Tensor) -> dict:
-    """Both FFLUX likelihoods, the prediction mean, nugget and sigma2 at the final parameters u [P]."""
-    ev = lik(u.reshape(1, -1), grad=False)
-    if bool(ev.failed[0]):
-        raise FloatingPointError(f"kernel matrix not positive definite even with jitter up to {lik.max_jitter:.1e}; "
-                                 "look for duplicate training points")
-    nugget = float(ev.nugget[0])
-    if bool(ev.jittered[0]):
-        warnings.warn(f"kernel matrix needed jitter: nugget raised from {float(lik.nugget if not lik.learn_nugget else u[-1].exp()):.3g} "
-                      f"to {nugget:.3g} (near-duplicate training points, or a periodic feature spanning the whole "
-                      "circle: the wrapped-difference kernel is not positive definite at long lengthscales)",
-                      NumericalWarning, stacklevel=3)
-    return {"theta": u[: lik.d].exp(), "nugget": nugget,
-            "mean": float(ev.mean_gls[0]) if s.mean_rule == "gls" else float(y.mean()),
-            "sigma2": float(ev.sigma2[0]) if s.likelihood == "concentrated" else 1.0,
-            "ll_concentrated": float(ev.ll_concentrated[0]), "ll_marginal": float(ev.ll_marginal[0])}
+def final_states(s: FitSettings, lik: FFLUXLikelihood, u: torch.Tensor) -> list[dict]:
+    """Per task (group b of lik, parameters u[b]): both FFLUX likelihoods, prediction mean, nugget, sigma2.
+
+    A task whose kernel matrix cannot be factorised even with jitter gets {"failed": reason}; others go on.
+    """
+    b = u.shape[0]
+    finite = torch.isfinite(u).all(-1)
+    ev = lik(torch.nan_to_num(u), torch.arange(b, device=u.device), grad=False,
+             member_group=torch.arange(b, device=u.device))
+    out = []
+    for k in range(b):
+        if not bool(finite[k]) or bool(ev.failed[k]):
+            out.append({"failed": f"kernel matrix not positive definite even with jitter up to {lik.max_jitter:.1e} "
+                                  "(duplicate training points, or a periodic feature spanning the whole circle)"})
+            continue
+        nugget = float(ev.nugget[k])
+        if bool(ev.jittered[k]):
+            start = float(u[k, -1].exp()) if lik.learn_nugget else lik.nugget
+            warnings.warn(f"kernel matrix needed jitter: nugget raised from {start:.3g} to {nugget:.3g} "
+                          "(near-duplicate training points, or a periodic feature spanning the whole circle: the "
+                          "wrapped-difference kernel is not positive definite at long lengthscales)",
+                          NumericalWarning, stacklevel=3)
+        out.append({"theta": u[k, : lik.d].exp(), "nugget": nugget,
+                    "mean": float(ev.mean_gls[k]) if s.mean_rule == "gls" else float(lik.y[k].mean()),
+                    "sigma2": float(ev.sigma2[k]) if s.likelihood == "concentrated" else 1.0,
+                    "ll_concentrated": float(ev.ll_concentrated[k]), "ll_marginal": float(ev.ll_marginal[k])})
+    return out
+
+
+def prepare_tasks(s: FitSettings, tasks: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list]:
+    """Stack tasks [(data, prop), ...] sharing N and D into x [B, N, D], y [B, N] (one batched model)."""
+    if not tasks:
+        raise ValueError("no tasks to fit")
+    prepared = [prepare(s, data, prop) for data, prop in tasks]
+    shapes = {tuple(p[0].shape) for p in prepared}
+    if len(shapes) > 1:
+        raise ValueError(f"tasks batched together need the same number of points and features; got {sorted(shapes)}")
+    cyc = [p[2] for p in prepared]
+    if any((c is None) != (cyc[0] is None) or (c is not None and not torch.equal(c, cyc[0])) for c in cyc):
+        raise ValueError("tasks batched together need the same periodic-feature mask")
+    x = torch.stack([p[0] for p in prepared])
+    y = torch.stack([p[1] for p in prepared])
+    return x, y, cyc[0], [p[3] for p in prepared]
 
 
 def prepare(s: FitSettings, data, prop: str | None):
@@ -210,5 +238,5 @@ def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
-__all__ = ["FitSettings", "feasible_starts", "feature_spread", "final_state", "generator", "initial_parameters", "make_likelihood",
+__all__ = ["FitSettings", "feasible_starts", "feature_spread", "final_states", "prepare_tasks", "generator", "initial_parameters", "make_likelihood",
            "optimise", "parameter_bounds", "prepare"]

@@ -35,6 +35,8 @@ class TrainResult:
     y_train: torch.Tensor | None = field(default=None, repr=False)
     cyclic: torch.Tensor | None = field(default=None, repr=False)
     property_name: str | None = None
+    status: str = "ok"               # "ok" or "failed" (then `failure` says why; other batch members are unaffected)
+    failure: str | None = None
 
     @property
     def wall_time(self) -> float:

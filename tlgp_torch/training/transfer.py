@@ -15,8 +15,9 @@ from ..data.sampling import complement, random_subsets
 from ..device import resolve_device, timed
 from ..optim import StoppingRule
 from ..predict import fflux_predict, fflux_weights
-from .fitting import (FitSettings, feature_spread, final_state, generator, initial_parameters, make_likelihood,
-                      optimise, parameter_bounds, prepare)
+from .direct import build_results
+from .fitting import (FitSettings, feature_spread, final_states, generator, initial_parameters, make_likelihood,
+                      optimise, parameter_bounds, prepare_tasks)
 from .result import TrainResult
 
 SELECTIONS = ("holdout_mae", "likelihood")
@@ -66,9 +67,19 @@ class TransferTrainer(FitSettings):
 
     def fit(self, data, prop: str | None = None) -> TrainResult:
         """Train on an AtomDataset (property `prop`) or an (x, y[, cyclic]) tuple."""
-        x, y, cyclic, name = prepare(self, data, prop)
+        result = self.fit_many([(data, prop)])[0]
+        if result.status != "ok":
+            raise FloatingPointError(result.failure)
+        return result
+
+    def fit_many(self, tasks: list) -> list[TrainResult]:
+        """Train several models sharing N and D as one batched program: tasks x sources x restarts, then tasks.
+
+        Each task draws the same subsets and starts as it would alone (batched == one by one).
+        """
+        x, y, cyclic, names = prepare_tasks(self, tasks)
         device = resolve_device(self.device)
-        n = x.shape[0]
+        B, n, d = x.shape
         m = self.subset_size(n)
         if self.selection == "holdout_mae" and m >= n:
             raise ValueError("holdout_mae selection needs points outside the sources: use source_size < 1 "
@@ -76,74 +87,80 @@ class TransferTrainer(FitSettings):
         K, r = self.n_sources, self.source_restarts
         times: dict[str, float] = {}
         history: list = []
-        gen = generator(self.seed)
+        gens = [generator(self.seed) for _ in range(B)]
         with timed(times, "seeding", device):
-            spread = feature_spread(x, cyclic, generator=gen)
-            lo, hi = parameter_bounds(self, spread)
-            subsets = random_subsets(n, m, K, gen).to(device)
-            lik_s = make_likelihood(self, x[subsets], y[subsets], cyclic)
-            group = torch.arange(K, device=device).repeat_interleave(r)
-            u0 = initial_parameters(self, spread, K * r, gen)
-            src = optimise(self, lik_s, u0, self.source_stop, lo, hi, member_group=group,
-                           history=history, stage="sources")
+            spreads = [feature_spread(x[b], cyclic, generator=gens[b]) for b in range(B)]
+            bounds = [parameter_bounds(self, sp) for sp in spreads]
+            subsets = torch.stack([random_subsets(n, m, K, g) for g in gens]).to(device)  # [B, K, m]
+            rows = torch.arange(B, device=device)[:, None, None]
+            lik_s = make_likelihood(self, x[rows, subsets].reshape(B * K, m, d), y[rows, subsets].reshape(B * K, m),
+                                    cyclic)
+            group = torch.arange(B * K, device=device).repeat_interleave(r)
+            u0 = torch.cat([initial_parameters(self, spreads[b], K * r, gens[b]) for b in range(B)])
+            lo = torch.cat([lb.expand(K * r, -1) for lb, _ in bounds])
+            hi = torch.cat([ub.expand(K * r, -1) for _, ub in bounds])
+            src = optimise(self, lik_s, u0, self.source_stop, lo, hi, member_group=group, history=history,
+                           stage="sources")
         with timed(times, "selection", device):
-            f = src.f.reshape(K, r)
-            best_r = f.argmin(1)
-            members = torch.arange(K, device=device) * r + best_r
-            u_src = src.x[members]
+            f = src.f.reshape(B, K, r)
+            best_r = f.argmin(2)                                                     # [B, K]
+            members = (torch.arange(B * K, device=device) * r + best_r.reshape(-1))  # best restart of each source
+            u_src = src.x[members]                                                   # [B*K, P]
             if self.selection == "likelihood":
-                score = f.gather(1, best_r[:, None]).squeeze(1)  # -ll / m
+                score = f.min(2).values                                              # -ll / m
             else:
-                score = self._holdout_mae(x, y, cyclic, subsets, lik_s, u_src)
-            score = torch.where(torch.isfinite(f.min(1).values), score, torch.full_like(score, math.inf))
-            if not bool(torch.isfinite(score).any()):
-                raise FloatingPointError("no source model could be fitted (kernel matrices not positive definite "
-                                         "at every start): check the data for duplicates or use DirectTrainer")
-            k_best = int(torch.argmin(score))
+                score = self._holdout_mae(x, y, cyclic, subsets, lik_s, u_src).reshape(B, K)
+            score = torch.where(torch.isfinite(f.min(2).values), score, torch.full_like(score, math.inf))
+            k_best = score.argmin(1)                                                 # [B]
         with timed(times, "transfer", device):
-            u_seed = initial_parameters(self, spread, 1, gen)
-            u_seed[0, : x.shape[1]] = u_src[k_best, : x.shape[1]]
+            chosen = torch.arange(B, device=device) * K + k_best                     # source index in B*K
+            u_seed = torch.cat([initial_parameters(self, spreads[b], 1, gens[b]) for b in range(B)])
+            u_seed[:, :d] = u_src[chosen, :d]
             if self.revive_floor is not None:
                 # a small source can switch a weakly relevant feature off (theta -> 0), where the log-theta
                 # gradient vanishes and the relaxation cannot switch it back on: lift such features to a floor
-                floor = -(2.0 * spread.pow(2)).log() + math.log(self.revive_floor)
-                u_seed[0, : x.shape[1]] = torch.maximum(u_seed[0, : x.shape[1]], floor)
+                floor = torch.stack([-(2.0 * sp.pow(2)).log() + math.log(self.revive_floor) for sp in spreads])
+                u_seed[:, :d] = torch.maximum(u_seed[:, :d], floor)
             if self.learn_nugget and "noise" in self.transfer:
-                u_seed[0, -1] = u_src[k_best, -1]
+                u_seed[:, -1] = u_src[chosen, -1]
             memory = None
             if self.transfer_curvature and src.memory is not None:
                 # f = -ll / n is per point, so the source's curvature pairs approximate the target's
-                chosen = int(members[k_best])
-                memory = tuple(t[chosen:chosen + 1] for t in src.memory)
+                memory = tuple(t[members[chosen]] for t in src.memory)
+            no_source = ~torch.isfinite(score.min(1).values)
+            if bool(no_source.any()):  # every source failed: relax from a fresh random start instead
+                u_seed[no_source] = torch.cat([initial_parameters(self, spreads[b], 1, generator(self.seed + 1))
+                                               for b in torch.nonzero(no_source).flatten().tolist()])
         with timed(times, "relaxation", device):
             lik = make_likelihood(self, x, y, cyclic)
-            rel = optimise(self, lik, u_seed, self.stop, lo, hi, history=history, stage="relaxation",
-                           optimizer=self.relax_optimizer, memory=memory)
+            rel = optimise(self, lik, u_seed, self.stop, torch.stack([lb for lb, _ in bounds]),
+                           torch.stack([ub for _, ub in bounds]), member_group=torch.arange(B, device=device),
+                           history=history, stage="relaxation", optimizer=self.relax_optimizer, memory=memory)
         with timed(times, "evaluation", device):
-            st = final_state(self, lik, y, rel.x[0])
-        info = {"source_size": m, "n_sources": K, "source_restarts": r, "selected_source": k_best,
-                "source_scores": score.tolist(), "source_ll": (-f * m).tolist(), "source_iters": src.n_iter.tolist(),
-                "relax_iters": int(rel.n_iter[0]), "relax_reason": rel.reason[0]}
-        return TrainResult(method="TL", convention=self.convention, likelihood=self.likelihood, theta=st["theta"],
-                           nugget=st["nugget"], mean=st["mean"], sigma2=st["sigma2"], ll=float(-rel.f[0] * n),
-                           ll_marginal=st["ll_marginal"], ll_concentrated=st["ll_concentrated"], stage_times=times,
-                           n_full_evals=int(rel.n_evals.sum()), n_source_evals=int(src.n_evals.sum()), source_size=m,
-                           history=history, info=info, x_train=x, y_train=y, cyclic=cyclic, property_name=name)
+            states = final_states(self, lik, rel.x)
+        src_evals = src.n_evals.reshape(B, K * r).sum(1)
+        infos = [{"source_size": m, "n_sources": K, "source_restarts": r, "selected_source": int(k_best[b]),
+                  "source_scores": score[b].tolist(), "source_ll": (-f[b] * m).tolist(),
+                  "source_iters": src.n_iter.reshape(B, K * r)[b].tolist(), "relax_iters": int(rel.n_iter[b]),
+                  "relax_reason": rel.reason[b], "no_source": bool(no_source[b])} for b in range(B)]
+        return build_results(self, "TL", states, x, y, cyclic, names, -rel.f * n, times, rel.n_evals.tolist(),
+                             history, infos, n_source_evals=src_evals.tolist(), source_size=[m] * B)
 
     def _holdout_mae(self, x, y, cyclic, subsets, lik_s, u_src) -> torch.Tensor:
-        """MAE of each source on the training points outside its subset: [K]."""
-        d = x.shape[1]
+        """MAE of each source (tasks x sources, flattened) on its task's training points outside its subset."""
+        B, K, m = subsets.shape
+        d = x.shape[-1]
         ev = lik_s(u_src, member_group=torch.arange(u_src.shape[0], device=x.device), grad=False)
         theta = u_src[:, :d].exp()
-        mean = ev.mean_gls if self.mean_rule == "gls" else y[subsets].mean(-1)
         out = []
-        for k in range(subsets.shape[0]):
-            if bool(ev.failed[k]):
+        for j in range(B * K):
+            b, idx = j // K, subsets[j // K, j % K]
+            if bool(ev.failed[j]):
                 out.append(y.new_tensor(math.inf))
                 continue
-            idx = subsets[k]
-            w = fflux_weights(x[idx], y[idx], theta[k], mean[k], float(ev.nugget[k]), cyclic)
-            rest = complement(x.shape[0], idx)
-            pred = fflux_predict(x[rest], x[idx], w, theta[k], mean[k], cyclic)
-            out.append((pred - y[rest]).abs().mean())
+            mean = ev.mean_gls[j] if self.mean_rule == "gls" else y[b, idx].mean()
+            w = fflux_weights(x[b, idx], y[b, idx], theta[j], mean, float(ev.nugget[j]), cyclic)
+            rest = complement(x.shape[1], idx)
+            pred = fflux_predict(x[b, rest], x[b, idx], w, theta[j], mean, cyclic)
+            out.append((pred - y[b, rest]).abs().mean())
         return torch.stack(out)

@@ -1,0 +1,48 @@
+"""Batched training of many models (tasks x restarts / sources in one tensor program) equals one by one."""
+import pytest
+import torch
+
+from tlgp_torch.data import read_ichor_csv
+from tlgp_torch.objectives import FFLUXLikelihood
+from tlgp_torch.training import DirectTrainer, TransferTrainer
+from tlgp_torch.training.fitting import final_states
+
+
+@pytest.fixture(scope="module")
+def water_tasks(fflux_dir):
+    """Five models sharing N = 59: O1 iqa/q00/q10 and H2, H3 iqa (real FFLUX data)."""
+    o1 = read_ichor_csv(fflux_dir / "WATER_O1_TRAINING_SET.csv")
+    h2 = read_ichor_csv(fflux_dir / "WATER_H2_TRAINING_SET.csv")
+    h3 = read_ichor_csv(fflux_dir / "WATER_H3_TRAINING_SET.csv")
+    return [(o1, "iqa"), (o1, "q00"), (o1, "q10"), (h2, "iqa"), (h3, "q00")]
+
+
+@pytest.mark.parametrize("trainer", [DirectTrainer(restarts=3, seed=5), TransferTrainer(seed=5, source_size=0.5)],
+                         ids=["DL", "TL"])
+def test_batched_equals_one_by_one(water_tasks, trainer):
+    batched = trainer.fit_many(water_tasks)
+    assert len(batched) == len(water_tasks)
+    for (data, prop), b in zip(water_tasks, batched):
+        alone = trainer.fit(data, prop)
+        assert b.status == "ok" and b.property_name == prop and b.info["batch_size"] == 5
+        assert b.ll_concentrated == pytest.approx(alone.ll_concentrated, rel=1e-6)
+        torch.testing.assert_close(b.predict(data.x), alone.predict(data.x), rtol=1e-6, atol=1e-8)
+        assert b.n_full_evals == alone.n_full_evals
+
+
+def test_batch_needs_equal_shapes(fflux_dir, water_tasks):
+    nh3 = read_ichor_csv(fflux_dir / "AMMONIA_N1_TRAINING_SET.csv")
+    with pytest.raises(ValueError, match="same number of points"):
+        DirectTrainer(restarts=1).fit_many([water_tasks[0], (nh3, "iqa")])
+
+
+def test_failed_member_is_reported_alone():
+    """A member whose parameters are unusable is reported as failed with the reason; the others are untouched."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 30, 3, generator=gen, dtype=torch.float64)
+    lik = FFLUXLikelihood(x, x.sum(-1).sin())
+    u = torch.zeros(2, 3, dtype=torch.float64)
+    u[1, 0] = float("nan")
+    states = final_states(DirectTrainer(), lik, u)
+    assert "failed" in states[1] and "positive definite" in states[1]["failed"]
+    assert "failed" not in states[0] and states[0]["ll_concentrated"] > -1e300
