@@ -123,19 +123,51 @@ def test_train_without_alf_skips_model_export(fflux_dir, tmp_path, capsys):
 
 def test_interrupt_keeps_finished_models(fflux_dir, tmp_path, monkeypatch, capsys):
     config = water_config(tmp_path, fflux_dir, properties=("iqa", "q00"))
-    fit, calls = TransferTrainer.fit, []
+    fit_many, calls = TransferTrainer.fit_many, []
 
-    def interrupted_fit(self, data, prop=None):
-        calls.append(prop)
+    def interrupted_fit_many(self, tasks):
+        calls.append(tasks)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return fit(self, data, prop)
+        return fit_many(self, tasks)
 
-    monkeypatch.setattr(TransferTrainer, "fit", interrupted_fit)
-    assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 130
+    monkeypatch.setattr(TransferTrainer, "fit_many", interrupted_fit_many)
+    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--batch-size", "1"]) == 130
     assert "again to resume" in capsys.readouterr().err
     assert (tmp_path / "run" / "models" / "WATER_iqa_O1.pt").is_file()
     assert not (tmp_path / "run" / "models" / "WATER_q00_O1.pt").exists()
+
+
+def test_killed_run_resumes_without_retraining(fflux_dir, tmp_path):
+    """SIGKILL a real `tlgp train` of 26 WATER O1 models mid-run; the rerun trains only what is missing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    props = [c for c in read_ichor_csv(fflux_dir / "WATER_O1_TRAINING_SET.csv").property_names]
+    config = water_config(tmp_path, fflux_dir, properties=props)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tlgp_torch.cli", "train", str(config), "--out", str(out), "--batch-size", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "models").glob("*.pt"))) < 4:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "models").glob("*.pt")}
+    assert 4 <= len(before) < len(props), "kill came too late to test resuming"
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "models").glob("*.pt")}
+    assert len(after) == len(props)
+    assert all(after[name] == t for name, t in before.items())  # finished models were not trained again
+    assert done.stdout.count("skip ") + done.stderr.count("skip ") == len(before)
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == len(props) and table.property.is_unique
+    for name in after:
+        load_checkpoint(out / "models" / name)  # every checkpoint is complete
 
 
 def test_compare_command(fflux_dir, tmp_path, capsys):

@@ -93,8 +93,16 @@ def _export_ferebus(cfg: Config, atom: str, prop: str, result, out: pathlib.Path
     return write_ferebus_model(model, path)
 
 
+def _batches(jobs: list, sets: dict, size: int) -> list[list]:
+    """Pending (atom, prop) jobs grouped into batches of at most `size` whose training sets share N and D."""
+    groups: dict[tuple, list] = {}
+    for atom, prop in jobs:
+        groups.setdefault(tuple(sets[atom][0].x.shape), []).append((atom, prop))
+    return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train every (atom, property) of the config; finished models are skipped on a rerun."""
+    """Train every (atom, property) of the config in batches; finished models are skipped on a rerun."""
     cfg = load_config(args.config, args.data_dir)
     method = args.method or cfg.train.method
     trainer = cfg.trainer(method)
@@ -104,34 +112,45 @@ def cmd_train(args: argparse.Namespace) -> int:
     for atom in cfg.data.atoms:
         if atom not in cfg.data.alf:
             _say(f"warning: no ALF for {atom} in [data] alf: FEREBUS .model export skipped", err=True)
-    done = 0
+    ckpt = {job: out / "models" / f"{cfg.data.system}_{job[1]}_{job[0]}.pt" for job in jobs}
+    pending = [job for job in jobs if args.overwrite or not ckpt[job].exists()]
+    for job in jobs:
+        if job not in pending:
+            _say(f"skip {ckpt[job].stem}: checkpoint {ckpt[job]} exists (use --overwrite to retrain)")
+    batches = _batches(pending, sets, args.batch_size)
+    if len(batches) > 1 or (batches and len(batches[0]) > 1):
+        _say(f"{len(pending)} model(s) in {len(batches)} batched fit(s) of up to {args.batch_size}")
+    done = failed = 0
     try:
-        with _progress(jobs, args, f"{cfg.data.system} {method.upper()}") as bar:
-            for atom, prop in bar:
-                name = f"{cfg.data.system}_{prop}_{atom}"
-                ckpt = out / "models" / f"{name}.pt"
-                if ckpt.exists() and not args.overwrite:
-                    _say(f"skip {name}: checkpoint {ckpt} exists (use --overwrite to retrain)")
-                    continue
-                train, val = sets[atom]
-                result = trainer.fit(train, prop)
-                metrics = validation_metrics(result, val, prop)
-                row = _row(cfg, atom, prop, result, metrics)
-                model_file = _export_ferebus(cfg, atom, prop, result, out)
-                _merge_results(out / "results.csv", row)
-                alf = cfg.data.alf.get(atom)
-                save_checkpoint(result, ckpt, system=cfg.data.system, atom=atom, property=prop, method=result.method,
-                                config=str(cfg.path), alf=list(alf) if alf else None, n_atoms=cfg.data.n_atoms,
-                                results=row)  # written last: its presence marks the model as finished
-                done += 1
-                _say(f"{name} {result.method}: {result.wall_time:.2f} s, {result.n_full_evals} full-set evals, "
-                     f"ll_conc {result.ll_concentrated:.2f}, val MAE {_fmt(metrics['val_mae'])} {metrics['unit']}"
-                     + (f" -> {model_file}" if model_file else ""))
+        with _progress(pending, args, f"{cfg.data.system} {method.upper()}") as bar:
+            for batch in batches:
+                results = trainer.fit_many([(sets[atom][0], prop) for atom, prop in batch])
+                for (atom, prop), result in zip(batch, results):
+                    name = ckpt[(atom, prop)].stem
+                    bar.update(1)
+                    if result.status != "ok":
+                        failed += 1
+                        _say(f"{name} FAILED: {result.failure}", err=True)
+                        continue
+                    metrics = validation_metrics(result, sets[atom][1], prop)
+                    row = _row(cfg, atom, prop, result, metrics)
+                    model_file = _export_ferebus(cfg, atom, prop, result, out)
+                    _merge_results(out / "results.csv", row)
+                    alf = cfg.data.alf.get(atom)
+                    save_checkpoint(result, ckpt[(atom, prop)], system=cfg.data.system, atom=atom, property=prop,
+                                    method=result.method, config=str(cfg.path), alf=list(alf) if alf else None,
+                                    n_atoms=cfg.data.n_atoms, results=row)  # written last: marks the model finished
+                    done += 1
+                    _say(f"{name} {result.method}: {result.wall_time:.2f} s (batch of {len(batch)}), "
+                         f"{result.n_full_evals} full-set evals, ll_conc {result.ll_concentrated:.2f}, "
+                         f"val MAE {_fmt(metrics['val_mae'])} {metrics['unit']}"
+                         + (f" -> {model_file}" if model_file else ""))
     except KeyboardInterrupt:
         raise _Interrupted(f"interrupted: {done} model(s) finished this run are saved under {out}; run the same "
                            "command again to resume (finished models are skipped)") from None
-    _say(f"{done} model(s) trained, {len(jobs) - done} skipped; results in {out / 'results.csv'}")
-    return 0
+    _say(f"{done} model(s) trained, {len(jobs) - len(pending)} skipped, {failed} failed; "
+         f"results in {out / 'results.csv'}")
+    return 1 if failed else 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -255,6 +274,8 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", parents=[common, run], help="train every (atom, property) of a config")
     t.add_argument("--method", choices=("tl", "dl"), help="override [train] method")
     t.add_argument("--overwrite", action="store_true", help="retrain models whose checkpoint exists")
+    t.add_argument("--batch-size", type=int, default=32, help="models trained together as one batched program "
+                   "(those sharing N and D; finished models are written after each batch)")
     t.set_defaults(func=cmd_train)
     c = sub.add_parser("compare", parents=[common, run], help="DL vs TL timings, likelihoods and errors")
     c.add_argument("--repeats", type=int, default=1, help="runs per method with seeds seed..seed+k-1 (medians)")
