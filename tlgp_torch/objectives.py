@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -88,6 +88,10 @@ class FFLUXLikelihood:
             self.cyc_cache = wrap_angle(xc.transpose(-1, -2).unsqueeze(-1) - xc.transpose(-1, -2).unsqueeze(-2)).pow_(2)
         self.n_member_evals = 0
         self.n_calls = 0
+        # On the CPU a batch is evaluated a few members at a time: n x n buffers of tens of MB come from fresh
+        # mmaps (page faults on every call) and fall out of cache, which made batched fits slower than one by one.
+        per_member = self.n * self.n * x.element_size()
+        self.members_per_call = max(1, int(8 * 2**20 // per_member)) if x.device.type == "cpu" else 1 << 30
 
     @property
     def n_params(self) -> int:
@@ -123,6 +127,16 @@ class FFLUXLikelihood:
             groups = torch.zeros(b, dtype=torch.long, device=params.device)
         else:
             groups = member_group if members is None else member_group[members]
+        if b > self.members_per_call:
+            step = self.members_per_call
+            parts = [self._evaluate(params[i:i + step], groups[i:i + step], grad) for i in range(0, b, step)]
+            return Evaluation(**{f.name: None if getattr(parts[0], f.name) is None
+                                 else torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Evaluation)})
+        return self._evaluate(params, groups, grad)
+
+    def _evaluate(self, params: torch.Tensor, groups: torch.Tensor, grad: bool) -> Evaluation:
+        """One batched evaluation of members with data groups `groups`."""
+        b = params.shape[0]
         self.n_calls += 1
         self.n_member_evals += b
         theta, nug = self.split(params)
