@@ -1,7 +1,6 @@
 """DirectTrainer: direct learning (DL) from R random hyperparameter guesses on the full training set."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -9,28 +8,7 @@ import torch
 from ..device import resolve_device, timed
 from .fitting import (FitSettings, feature_spread, final_states, generator, initial_parameters, make_likelihood,
                       optimise, parameter_bounds, prepare_tasks)
-from .result import TrainResult
-
-
-def build_results(trainer: FitSettings, method: str, states: list[dict], x: torch.Tensor, y: torch.Tensor,
-                  cyclic: torch.Tensor | None, names: list, ll: torch.Tensor, times: dict[str, float],
-                  full_evals: list[int], history: list, infos: list[dict], **extra) -> list[TrainResult]:
-    """One TrainResult per task of a batched fit (failed tasks get status 'failed' and NaN hyperparameters)."""
-    out = []
-    for b, st in enumerate(states):
-        failed = "failed" in st
-        nan = float("nan")
-        out.append(TrainResult(
-            method=method, convention=trainer.convention, likelihood=trainer.likelihood,
-            theta=x.new_full((x.shape[-1],), nan) if failed else st["theta"],
-            nugget=nan if failed else st["nugget"], mean=nan if failed else st["mean"],
-            sigma2=nan if failed else st["sigma2"], ll=-math.inf if failed else float(ll[b]),
-            ll_marginal=-math.inf if failed else st["ll_marginal"],
-            ll_concentrated=-math.inf if failed else st["ll_concentrated"], stage_times=dict(times),
-            n_full_evals=full_evals[b], history=history, info={**infos[b], "batch_size": len(states)},
-            x_train=x[b], y_train=y[b], cyclic=cyclic, property_name=names[b],
-            status="failed" if failed else "ok", failure=st.get("failed"), **{k: v[b] for k, v in extra.items()}))
-    return out
+from .result import TrainResult, build_results
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """TrainResult: what a trainer returns (hyperparameters, FFLUX theta, timings, evaluation counts, history)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -87,3 +88,24 @@ class TrainResult:
                 "ll": self.ll, "ll_concentrated": self.ll_concentrated, "ll_marginal": self.ll_marginal,
                 "nugget": self.nugget, "mean": self.mean,
                 **{f"t_{k}": v for k, v in self.stage_times.items()}}
+
+
+def build_results(trainer, method: str, states: list[dict], x: torch.Tensor, y: torch.Tensor,
+                  cyclic: torch.Tensor | None, names: list, ll: torch.Tensor, times: dict[str, float],
+                  full_evals: list[int], history: list, infos: list[dict], **extra) -> list[TrainResult]:
+    """One TrainResult per task of a batched fit (failed tasks get status 'failed' and NaN hyperparameters)."""
+    out = []
+    for b, st in enumerate(states):
+        failed = "failed" in st
+        nan = float("nan")
+        out.append(TrainResult(
+            method=method, convention=trainer.convention, likelihood=trainer.likelihood,
+            theta=x.new_full((x.shape[-1],), nan) if failed else st["theta"],
+            nugget=nan if failed else st["nugget"], mean=nan if failed else st["mean"],
+            sigma2=nan if failed else st["sigma2"], ll=-math.inf if failed else float(ll[b]),
+            ll_marginal=-math.inf if failed else st["ll_marginal"],
+            ll_concentrated=-math.inf if failed else st["ll_concentrated"], stage_times=dict(times),
+            n_full_evals=full_evals[b], history=history, info={**infos[b], "batch_size": len(states)},
+            x_train=x[b], y_train=y[b], cyclic=cyclic, property_name=names[b],
+            status="failed" if failed else "ok", failure=st.get("failed"), **{k: v[b] for k, v in extra.items()}))
+    return out

@@ -15,10 +15,9 @@ from ..data.sampling import complement, random_subsets
 from ..device import resolve_device, timed
 from ..optim import StoppingRule
 from ..predict import fflux_predict, fflux_weights
-from .direct import build_results
 from .fitting import (FitSettings, feature_spread, final_states, generator, initial_parameters, make_likelihood,
                       optimise, parameter_bounds, prepare_tasks)
-from .result import TrainResult
+from .result import TrainResult, build_results
 
 SELECTIONS = ("holdout_mae", "likelihood")
 TRANSFERABLE = ("lengthscale", "noise")
