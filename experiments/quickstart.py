@@ -1,64 +1,63 @@
-"""Quickstart: DL vs TL on one atom's energy model, table + S-curve PNG, in well under a minute on 2 cores.
+"""Quickstart: make a small GFN2-xTB ethanol set, then DL vs TL on one atom's energy model; table + S-curve PNG.
 
-Uses the real FFLUX METHANOL C1 set when ../shared/data/fflux (or $TLGP_DATA_DIR) is there; otherwise it
-makes a small SYNTHETIC triatomic set itself (Morse stretches + harmonic bend, Hartree; not quantum
-chemistry), so it always runs.  python experiments/quickstart.py [--out results/quickstart]
+Generates 400 training + 200 validation ethanol conformations (300 K Langevin MD on the GFN2-xTB surface, labelled
+with tblite's atom-resolved energies; these are NOT IQA energies), cached under --out, so a rerun skips it.
+Needs the qm extra:  pip install -e ".[plot,qm]"   Then:  python experiments/quickstart.py [--atom C1] [--out DIR]
 """
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import sys
-
-import torch
-
-from tlgp_torch.compare import compare_methods, format_table
-from tlgp_torch.data import AtomDataset, read_ichor_csv, read_validation_set, write_ichor_csv
-from tlgp_torch.metrics import plot_s_curves, s_curve
-from tlgp_torch.training import DirectTrainer, TransferTrainer
+import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def synthetic_triatomic(n: int, seed: int) -> AtomDataset:
-    """SYNTHETIC water-like O1 set: features r1, r2 (bohr), angle (rad); energy from Morse + bend (Hartree)."""
-    g = torch.Generator().manual_seed(seed)
-    r = 1.81 + 0.25 * (torch.rand(n, 2, generator=g, dtype=torch.float64) - 0.5) * 2
-    a = 1.82 + 0.35 * (torch.rand(n, 1, generator=g, dtype=torch.float64) - 0.5) * 2
-    morse = 0.20 * (1 - torch.exp(-1.2 * (r - 1.81))).pow(2).sum(1)
-    bend = 0.08 * (a[:, 0] - 1.82).pow(2) + 0.02 * (r[:, 0] - 1.81) * (r[:, 1] - 1.81) * torch.cos(a[:, 0])
-    y = (-75.40 + morse + bend).unsqueeze(1)
-    return AtomDataset(x=torch.cat([r, a], 1), y=y, property_names=["iqa"], system="SYNTHETIC", atom="O1")
+DATA_CONFIG = REPO / "configs" / "data" / "ethanol_quickstart.toml"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(REPO / "results" / "quickstart"))
-    p.add_argument("--synthetic", action="store_true", help="use the synthetic set even if real data exist")
+    p.add_argument("--out", default=str(REPO / "results" / "quickstart"), help="output folder (data cache, PNG)")
+    p.add_argument("--atom", default="C1", help="ethanol atom whose energy model is trained (C1 C2 O3 H4..H9)")
+    p.add_argument("--workers", type=int, default=None, help="processes for data generation (default: one per core)")
     args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        from tlgp_torch.datasets import generate, load_generation_config
+        import tblite.interface  # noqa: F401  (fail early, with the install hint, when the qm extra is missing)
+    except ImportError as err:
+        print(f"quickstart: the data generation needs the qm extra ({err}): pip install -e \".[plot,qm]\"",
+              file=sys.stderr)
+        return 2
+    from tlgp_torch.compare import compare_methods, format_table, warm_up
+    from tlgp_torch.data import read_ichor_csv, read_validation_set
+    from tlgp_torch.metrics import plot_s_curves, s_curve
+    from tlgp_torch.training import DirectTrainer, TransferTrainer
+
     out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = pathlib.Path(os.environ.get("TLGP_DATA_DIR", REPO.parent / "shared" / "data" / "fflux"))
-    if (data / "METHANOL_C1_TRAINING_SET.csv").is_file() and not args.synthetic:
-        train = read_ichor_csv(data / "METHANOL_C1_TRAINING_SET.csv", ["iqa"])
-        val = read_validation_set(data / "METHANOL_C1_VALIDATION_SET.csv", like=train, properties=["iqa"])
-        label = "METHANOL C1 (FFLUX)"
-    else:
-        train, val = synthetic_triatomic(400, 0), synthetic_triatomic(500, 1)
-        write_ichor_csv(train, out / "SYNTHETIC_O1_TRAINING_SET.csv")
-        write_ichor_csv(val, out / "SYNTHETIC_O1_VALIDATION_SET.csv")
-        label = "SYNTHETIC O1"
-        print(f"no FFLUX data at {data}: using a synthetic triatomic set (written to {out})")
+    cfg = load_generation_config(DATA_CONFIG, out_dir=out / "ETHANOL")
+    rep = generate(cfg, workers=args.workers, progress=sys.stderr.isatty(), log=print)
+    t_data = time.perf_counter() - t0
+    print(f"data: {rep.n_train} + {rep.n_validation} ethanol conformations in {cfg.out_dir} "
+          f"({'cached' if rep.up_to_date else f'{rep.wall_s:.1f} s'}; GFN2-xTB atomic energies, not IQA)")
+    if args.atom not in rep.alf:
+        print(f"quickstart: no atom {args.atom!r} in ethanol; choose one of {', '.join(rep.alf)}", file=sys.stderr)
+        return 2
+    train = read_ichor_csv(cfg.out_dir / f"ETHANOL_{args.atom}_TRAINING_SET.csv", ["energy"])
+    val = read_validation_set(cfg.out_dir / f"ETHANOL_{args.atom}_VALIDATION_SET.csv", like=train,
+                              properties=["energy"])
+    label = f"ETHANOL {args.atom} (GFN2)"
     trainers = {"DL": lambda seed: DirectTrainer(restarts=8, seed=seed), "TL": lambda seed: TransferTrainer(seed=seed)}
     curves = {}
 
     def keep_curve(row, result):
-        curves[row["method"]] = s_curve(result.predict(val.x), val.property("iqa"), "iqa")
-    summary, _ = compare_methods(trainers, train, val, "iqa", repeats=1, label=label, on_run=keep_curve)
+        curves[row["method"]] = s_curve(result.predict(val.x), val.property("energy"), "energy")
+    warm_up(trainers, train, "energy")
+    summary, _ = compare_methods(trainers, train, val, "energy", repeats=1, label=label, on_run=keep_curve)
     print(format_table(summary))
     png = plot_s_curves(curves, out / "s_curve.png", "kJ/mol", title=f"{label}: validation S-curves")
     print(f"S-curve: {png}")
+    print(f"total {time.perf_counter() - t0:.1f} s (data {t_data:.1f} s)")
     return 0
 
 

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sets", nargs="+", default=["METHANOL_C1", "NMA_C1", "GLYCINE_C1"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--restarts", type=int, default=8, help="DL random starts (R)")
+    p.add_argument("--property", default="iqa", help="target column (e.g. energy for the GFN2 sets)")
     p.add_argument("--rtol", type=float, default=StoppingRule().rtol, help="stopping rule for DL and TL alike")
     p.add_argument("--device", default="auto")
     p.add_argument("--convention", default="fflux", choices=("fflux", "gpytorch"))
@@ -61,13 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     summary, runs = [], []
     t0 = time.perf_counter()
     for name in args.sets:
-        train = read_ichor_csv(data / f"{name}_TRAINING_SET.csv", ["iqa"])
-        val = read_validation_set(data / f"{name}_VALIDATION_SET.csv", like=train, properties=["iqa"])
-        warm_up(trainers, train, "iqa")
-        s, r = compare_methods(trainers, train, val, "iqa", repeats=args.repeats, label=name,
+        train = read_ichor_csv(data / f"{name}_TRAINING_SET.csv", [args.property])
+        val = read_validation_set(data / f"{name}_VALIDATION_SET.csv", like=train, properties=[args.property])
+        warm_up(trainers, train, args.property)
+        s, r = compare_methods(trainers, train, val, args.property, repeats=args.repeats, label=name,
                                on_run=lambda row, _res: print(f"  {row['set']} {row['method']} seed {row['seed']}: "
                                                         f"{row['wall_s']:.2f} s, ll {row['ll_concentrated']:.3f}, "
-                                                        f"MAE {row['val_mae']:.4f} kJ/mol", flush=True))
+                                                        f"MAE {row['val_mae']:.4f} {row['unit']}", flush=True))
         summary += s
         runs += r
     info = machine()

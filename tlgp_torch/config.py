@@ -252,8 +252,8 @@ def _train(raw: dict) -> TrainConfig:
                        tl=_table(sub["tl"], "[train.tl]", *_fields(TransferTrainer, TL_KEYS)))
 
 
-def load_config(path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Config:
-    """Read and validate a TOML config; data folder from `data_dir` > $TLGP_DATA_DIR > [data] dir."""
+def read_toml(path: str | os.PathLike, tables: tuple[str, ...], required: str) -> dict:
+    """Parsed TOML file holding only the allowed top-level tables, the required one among them."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
@@ -261,13 +261,19 @@ def load_config(path: str | os.PathLike, data_dir: str | os.PathLike | None = No
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    for key in raw:
+        if key not in tables:
+            raise ConfigError(f"{path}: unknown table [{key}]; allowed tables: {', '.join(tables)}")
+    if required not in raw:
+        raise ConfigError(f"{path}: missing table [{required}]")
+    return raw
+
+
+def load_config(path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Config:
+    """Read and validate a TOML config; data folder from `data_dir` > $TLGP_DATA_DIR > [data] dir."""
+    path = pathlib.Path(path)
+    raw = read_toml(path, ("data", "model", "train", "output"), "data")
     try:
-        top = ("data", "model", "train", "output")
-        for key in raw:
-            if key not in top:
-                raise ConfigError(f"unknown table [{key}]; allowed tables: {', '.join(top)}")
-        if "data" not in raw:
-            raise ConfigError("missing table [data]")
         data = _data(raw["data"], path.resolve().parent, data_dir)
         model = _table(raw.get("model", {}), "[model]", *_fields(FitSettings, MODEL_KEYS))
         train = _train(raw.get("train", {}))

@@ -1,0 +1,12 @@
+"""Errors of data generation: bad molecules and failed runs (ValueError, so the CLI reports them cleanly)."""
+from __future__ import annotations
+
+__all__ = ["GenerationError", "MoleculeError"]
+
+
+class MoleculeError(ValueError):
+    """The input molecule is unusable (unknown element, overlapping atoms, bad SMILES or xyz); says which atom."""
+
+
+class GenerationError(ValueError):
+    """A generation run stopped (MD fragmented, SCF failed during MD, too few frames); names the frame."""
