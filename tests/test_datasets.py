@@ -219,8 +219,9 @@ TRAINING_CONFIGS = {"ethanol": "ethanol", "benzene": "benzene", "formic_acid_dim
 
 
 @pytest.mark.parametrize("data_name", sorted(TRAINING_CONFIGS))
-def test_shipped_configs_agree(data_name):
+def test_shipped_configs_agree(data_name, monkeypatch):
     """Each data config loads; its training config reads the folder it writes, every atom, with the ALF it uses."""
+    monkeypatch.delenv("TLGP_DATA_DIR", raising=False)  # the env var overrides [data] dir by design
     pytest.importorskip("ase", reason="molecule sources need the qm extra (ase): pip install tlgp_torch[qm]")
     if data_name == "fomepizole":
         pytest.importorskip("rdkit", reason="SMILES sources need the qm extra (rdkit): pip install tlgp_torch[qm]")
