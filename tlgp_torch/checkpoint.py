@@ -4,11 +4,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import tempfile
 from typing import Any
 
 import torch
 
+from .data.atomic import atomic_write
 from .training.result import TrainResult
 
 __all__ = ["FORMAT", "load_checkpoint", "save_checkpoint"]
@@ -27,15 +27,7 @@ def save_checkpoint(result: TrainResult, path: str | os.PathLike, **meta: Any) -
     state = {f.name: _cpu(getattr(result, f.name)) for f in dataclasses.fields(TrainResult)}
     state.update(format=FORMAT, version=tlgp_torch.__version__, weights=_cpu(result.weights), meta=dict(meta))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda fh: torch.save(state, fh))
     return path
 
 

@@ -18,7 +18,7 @@ from .compare import compare_methods, format_table, validation_metrics, warm_up
 from .config import Config, load_config
 from .data import AtomDataset, DataFormatError, ferebus_model_filename, read_ichor_csv, read_validation_set
 from .data import write_ferebus_model
-from .data.ichor_csv import _atomic_write_text
+from .data.atomic import atomic_write_text
 from .export import to_ferebus_model
 from .metrics import errors
 
@@ -70,7 +70,7 @@ def _merge_results(path: pathlib.Path, row: dict[str, Any]) -> None:
         same = (old[RESULT_KEY] == new[RESULT_KEY].iloc[0]).all(axis=1)
         new = pd.concat([old[~same], new], ignore_index=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, new.to_csv(index=False))
+    atomic_write_text(path, new.to_csv(index=False))
 
 
 def _fmt(value: float, spec: str = ".4g") -> str:
@@ -176,10 +176,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise _Interrupted("interrupted: compare writes its tables only at the end; nothing was saved") from None
     print(format_table(summary))
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out / "compare.csv", pd.DataFrame(summary).to_csv(index=False))
+    atomic_write_text(out / "compare.csv", pd.DataFrame(summary).to_csv(index=False))
     doc = {"config": str(cfg.path), "repeats": args.repeats, "seeds": list(range(seed0, seed0 + args.repeats)),
            "summary": summary, "runs": runs}
-    _atomic_write_text(out / "compare.json", json.dumps(_jsonable(doc), indent=2) + "\n")
+    atomic_write_text(out / "compare.json", json.dumps(_jsonable(doc), indent=2) + "\n")
     print(f"wrote {out / 'compare.csv'} and {out / 'compare.json'}" + (
         f" (medians over {args.repeats} seeds)" if args.repeats > 1 else ""))
     return 0
@@ -223,7 +223,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"{len(table)} predictions of {prop} (no {prop!r} column in {args.data}: no errors)")
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out, table.to_csv(index=False, float_format="%.17g"))
+    atomic_write_text(out, table.to_csv(index=False, float_format="%.17g"))
     print(f"wrote {out} (values in the data file's units)")
     return 0
 

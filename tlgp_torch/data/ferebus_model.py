@@ -12,7 +12,7 @@ import torch
 
 from .dataset import cyclic_feature_mask
 from .errors import DataFormatError
-from .ichor_csv import _atomic_write_text
+from .atomic import atomic_write_text
 
 __all__ = ["FerebusModel", "read_ferebus_model", "write_ferebus_model", "ferebus_model_filename"]
 
@@ -251,4 +251,4 @@ def write_ferebus_model(
     out += ["", "[training_data.y]"] + [_fmt(v) for v in model.y.tolist()]
     out += ["", "[weights]"] + [_fmt(v) for v in model.weights.tolist()]
     out += ["", "# end"]
-    return _atomic_write_text(pathlib.Path(path), "\n".join(out) + "\n")
+    return atomic_write_text(pathlib.Path(path), "\n".join(out) + "\n")

@@ -6,13 +6,13 @@ import math
 import os
 import pathlib
 import re
-import tempfile
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .dataset import AtomDataset
+from .atomic import atomic_write_text
 from .errors import DataFormatError
 
 __all__ = ["read_ichor_csv", "read_validation_set", "write_ichor_csv", "parse_set_filename"]
@@ -131,24 +131,6 @@ def read_validation_set(
     return data
 
 
-def _atomic_write_text(path: pathlib.Path, text: str) -> pathlib.Path:
-    """Write text to path via a temporary file in the same folder and os.replace."""
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def write_ichor_csv(dataset: AtomDataset, path: str | os.PathLike, index: bool = True) -> pathlib.Path:
     """Write an ICHOR CSV (optional unnamed index column, f1..fD, properties) that reads back bit-identical."""
     values = torch.cat([dataset.x, dataset.y], dim=1).detach().cpu().to(torch.float64)
@@ -158,4 +140,4 @@ def write_ichor_csv(dataset: AtomDataset, path: str | os.PathLike, index: bool =
     rows = [("," if index else "") + ",".join(header)]
     for i, row in enumerate(values.tolist()):
         rows.append((f"{i}," if index else "") + ",".join(map(repr, row)))
-    return _atomic_write_text(pathlib.Path(path), "\n".join(rows) + "\n")
+    return atomic_write_text(pathlib.Path(path), "\n".join(rows) + "\n")

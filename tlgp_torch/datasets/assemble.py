@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from ..data.ichor_csv import _atomic_write_text
+from ..data.atomic import atomic_write_text
 from ..features import choose_alf
 from .checks import near_duplicates
 from .config import GenerationConfig
@@ -108,4 +108,4 @@ def write_readme(cfg: GenerationConfig, report: GenerationReport) -> pathlib.Pat
             f"validation conformations. Features: FFLUX ALF features (bohr, radians); ALF per atom (1-based) in "
             f"provenance.json. Geometries with labels: {cfg.system}_training.xyz / {cfg.system}_validation.xyz "
             f"(extended xyz, angstrom).\n")
-    return _atomic_write_text(cfg.out_dir / "README.md", text)
+    return atomic_write_text(cfg.out_dir / "README.md", text)

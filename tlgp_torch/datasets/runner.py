@@ -4,12 +4,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pathlib
-import tempfile
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable
 
 import numpy as np
 
+from ..data.atomic import atomic_write
 from .worker import THREAD_VARS, init_worker
 
 __all__ = ["Runner", "load_npz", "save_npz"]
@@ -17,15 +17,7 @@ __all__ = ["Runner", "load_npz", "save_npz"]
 
 def save_npz(path: pathlib.Path, key: str, arrays: dict[str, Any]) -> None:
     """np.savez to a temporary file, then rename (an interrupted write leaves no half file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, key=np.array(key), **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda fh: np.savez(fh, key=np.array(key), **arrays))
 
 
 def load_npz(path: pathlib.Path, key: str) -> dict[str, np.ndarray] | None:

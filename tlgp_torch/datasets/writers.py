@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..data import AtomDataset, write_ichor_csv
-from ..data.ichor_csv import _atomic_write_text
+from ..data.atomic import atomic_write_text
 from ..features import ANGSTROM_TO_BOHR, SYMBOLS, alf_features
 
 __all__ = ["LABEL_NOTE", "PROPERTIES", "write_atom_csvs", "write_extxyz", "write_json"]
@@ -44,11 +44,11 @@ def write_extxyz(path: pathlib.Path, numbers: list[int], positions: np.ndarray, 
         lines.append(f'{props} energy_hartree={float(energy[f])!r} {extra} method=GFN2-xTB pbc="F F F"')
         for z, p, e, q in zip(numbers, positions[f], energies[f], charges[f]):
             lines.append(f"{SYMBOLS[z]:<2} {p[0]:18.12f} {p[1]:18.12f} {p[2]:18.12f} {float(e)!r} {float(q)!r}")
-    return _atomic_write_text(path, "\n".join(lines) + "\n")
+    return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def write_json(path: pathlib.Path, doc: dict) -> pathlib.Path:
     """Pretty JSON (lists of numbers on one line), atomically."""
     text = json.dumps(doc, indent=2, default=str)
     text = re.sub(r"\[\s+([-+\d.eE,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
-    return _atomic_write_text(path, text + "\n")
+    return atomic_write_text(path, text + "\n")
