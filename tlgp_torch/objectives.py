@@ -86,8 +86,6 @@ class FFLUXLikelihood:
         if n_cyc and need <= cache_bytes:
             xc = x[..., self.cyc_idx]  # [G, N, Dc]
             self.cyc_cache = wrap_angle(xc.transpose(-1, -2).unsqueeze(-1) - xc.transpose(-1, -2).unsqueeze(-2)).pow_(2)
-        self.n_member_evals = 0
-        self.n_calls = 0
         # On the CPU a batch is evaluated a few members at a time: n x n buffers of tens of MB come from fresh
         # mmaps (page faults on every call) and fall out of cache, which made batched fits slower than one by one.
         per_member = self.n * self.n * x.element_size()
@@ -137,8 +135,6 @@ class FFLUXLikelihood:
     def _evaluate(self, params: torch.Tensor, groups: torch.Tensor, grad: bool) -> Evaluation:
         """One batched evaluation of members with data groups `groups`."""
         b = params.shape[0]
-        self.n_calls += 1
-        self.n_member_evals += b
         theta, nug = self.split(params)
         n = self.n
         K = self.sq_dist(theta, groups).neg_().exp_()
@@ -245,9 +241,3 @@ def fflux_log_likelihood(
         warnings.warn("kernel matrix not positive definite at the given nugget", NumericalWarning)
     return float(ev.ll[0])
 
-
-def gls_mean(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, nugget: float = 1e-10,
-             cyclic: torch.Tensor | None = None) -> float:
-    """Generalised-least-squares mean 1^T R^-1 y / 1^T R^-1 1 for one model."""
-    lik = FFLUXLikelihood(x, y, cyclic=cyclic, kind="concentrated", nugget=nugget)
-    return float(lik(theta.log().reshape(1, -1), grad=False).mean[0])

@@ -37,7 +37,6 @@ def batched_adam(
     calm = torch.zeros(B, dtype=torch.long, device=dev)
     active = torch.isfinite(f)
     reason = ["running" if bool(a) else "infeasible start" for a in active]
-    trace = [(0, f.clone())]
     it = 0
     while bool(active.any()):
         it += 1
@@ -62,9 +61,8 @@ def batched_adam(
             if why:
                 active[k] = False
                 reason[k] = why
-        trace.append((it, best_f.clone()))
         if callback is not None:
             callback(it, best_f, active)
     converged = torch.tensor([r == "converged" for r in reason], device=dev)
     return OptimResult(x=best_x, f=best_f, grad=best_g, n_iter=n_iter, n_evals=n_evals, converged=converged,
-                       reason=reason, trace=trace)
+                       reason=reason)

@@ -6,7 +6,7 @@ its own stopping test, and only the members still running are evaluated.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -28,7 +28,6 @@ class OptimResult:
     n_evals: torch.Tensor
     converged: torch.Tensor
     reason: list[str]
-    trace: list[tuple[int, torch.Tensor]] = field(default_factory=list)
     memory: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (S, Y, valid) curvature pairs
 
 
@@ -95,7 +94,6 @@ def batched_lbfgs(
     active = torch.isfinite(f)
     reason = ["running" if bool(a) else "infeasible start" for a in active]
     converged = torch.zeros(B, dtype=torch.bool, device=dev)
-    trace = [(0, f.clone())]
     it = 0
     while bool(active.any()):
         it += 1
@@ -167,8 +165,7 @@ def batched_lbfgs(
                 active[k] = False
                 reason[k] = why
                 converged[k] = why != "max_iter"
-        trace.append((it, f.clone()))
         if callback is not None:
             callback(it, f, active)
     return OptimResult(x=x, f=f, grad=g, n_iter=n_iter, n_evals=n_evals, converged=converged, reason=reason,
-                       trace=trace, memory=(S, Y, valid))
+                       memory=(S, Y, valid))
