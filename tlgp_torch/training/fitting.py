@@ -113,7 +113,8 @@ def optimise(s: FitSettings, lik: FFLUXLikelihood, u0: torch.Tensor, stop: Stopp
                 history.append({"stage": stage, "iter": it, "best_ll": float(-(f.min()) * n),
                                 "active": int(active.sum()) , "chunk_start": start, "t": time.perf_counter() - t0})
 
-        kw = dict(stop=stop, lower=lower, upper=upper, f_scale=n, callback=record)
+        per_member = lambda b: b[sel] if b.dim() == 2 and b.shape[0] == u0.shape[0] else b  # noqa: E731
+        kw = dict(stop=stop, lower=per_member(lower), upper=per_member(upper), f_scale=n, callback=record)
         if opt == "lbfgs":
             mem = None if memory is None else tuple(t[sel] for t in memory)
             parts.append(batched_lbfgs(fun, u0[sel], history_size=s.history_size, memory=mem, **kw))
