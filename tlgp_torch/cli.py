@@ -1,4 +1,4 @@
-"""Command line: `tlgp train | compare | predict | data generate` (one entry point, console script `tlgp`)."""
+"""Command line: `tlgp train | compare | export | predict | data generate` (one entry point, console script `tlgp`)."""
 from __future__ import annotations
 
 import argparse
@@ -153,6 +153,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a trained molecule: FEREBUS .model files FFLUX can load, plus TorchScript / torch.export potentials."""
+    from .export import export_molecule
+    cfg = load_config(args.config, args.data_dir)
+    out = cfg.output_dir(args.out)
+    dest = pathlib.Path(args.to) if args.to else out / "export"
+    jobs = [(atom, prop) for atom in cfg.data.atoms for prop in cfg.data.properties]
+    ckpt = {job: out / "models" / f"{cfg.data.system}_{job[1]}_{job[0]}.pt" for job in jobs}
+    missing = [f"{atom} {prop}" for (atom, prop), path in ckpt.items() if not path.is_file()]
+    if missing:
+        raise ValueError(f"no trained model under {out / 'models'} for: {', '.join(missing)} "
+                         f"(run `tlgp train {args.config}` first; same --out)")
+    models = []
+    for (atom, prop), path in ckpt.items():
+        result, meta = load_checkpoint(path)
+        alf = meta.get("alf") or cfg.data.alf.get(atom)
+        if alf is None:
+            raise ValueError(f"{atom}: no ALF in the checkpoint or in [data] alf of {cfg.path}")
+        d = int(result.theta.numel())
+        n_atoms = meta.get("n_atoms") or cfg.data.n_atoms or (d + 6) // 3
+        models.append(to_ferebus_model(result, cfg.data.system, atom, prop, alf, n_atoms))
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    report = export_molecule(models, dest, formats, overwrite=args.overwrite)
+    for note in report.notes:
+        _say(f"note: {note}", err=True)
+    print(f"{cfg.data.system}: {len(report.model_files)} .model file(s) and "
+          f"{', '.join(p.name for p in report.potential_files) or 'no torch potential'} in {report.folder}")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """DL vs TL on every (atom, property): medians over --repeats seeds, table + compare.csv / compare.json."""
     cfg = load_config(args.config, args.data_dir)
@@ -280,6 +310,12 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", parents=[common, run], help="DL vs TL timings, likelihoods and errors")
     c.add_argument("--repeats", type=int, default=1, help="runs per method with seeds seed..seed+k-1 (medians)")
     c.set_defaults(func=cmd_compare)
+    e = sub.add_parser("export", parents=[common, run], help="write a trained molecule as FEREBUS .model files "
+                       "(the folder FFLUX reads) and torch potentials (.pt TorchScript, .pt2 torch.export)")
+    e.add_argument("--to", help="destination; the molecule goes to TO/SYSTEM/ (default: OUT/export)")
+    e.add_argument("--formats", default="ferebus,pt,pt2", help="comma list of ferebus, pt, pt2 (default: all)")
+    e.add_argument("--overwrite", action="store_true", help="replace files in an existing export folder")
+    e.set_defaults(func=cmd_export)
     r = sub.add_parser("predict", parents=[common], help="predict with a trained checkpoint")
     r.add_argument("checkpoint", help="model checkpoint (.pt) written by `tlgp train`")
     r.add_argument("data", help="CSV with features f1..fD (and optionally the property)")

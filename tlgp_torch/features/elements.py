@@ -1,9 +1,13 @@
 """Element data the feature code needs (symbols, masses, covalent radii), so it imports without ase."""
 from __future__ import annotations
 
-__all__ = ["ANGSTROM_TO_BOHR", "COVALENT_RADII", "MASSES", "SYMBOLS", "atomic_number", "atomic_numbers"]
+import re
+
+__all__ = ["ANGSTROM_TO_BOHR", "COVALENT_RADII", "HARTREE_TO_EV", "MASSES", "SYMBOLS", "atomic_number", "atomic_numbers",
+           "parse_atom_name"]
 
 ANGSTROM_TO_BOHR = 1.0 / 0.529177210903  # CODATA 2018 Bohr radius
+HARTREE_TO_EV = 27.211386245988  # CODATA 2018, as ase.units.Hartree
 
 # Z: (symbol, standard atomic mass in u, covalent radius in angstrom; Cordero et al. 2008, as in ase.data)
 _TABLE = {
@@ -41,3 +45,14 @@ def atomic_numbers(symbols) -> list[int]:
         except ValueError as err:
             raise ValueError(f"atom {i}: {err}") from None
     return out
+
+
+_ATOM_NAME = re.compile(r"([A-Za-z]{1,2})(\d+)")
+
+
+def parse_atom_name(name: str) -> tuple[int, int]:
+    """(atomic number, 1-based index) of an FFLUX atom name such as 'C1', 'H10' or 'Cl3'."""
+    m = _ATOM_NAME.fullmatch(name.strip())
+    if m is None or int(m.group(2)) < 1:
+        raise ValueError(f"atom name {name!r} is not an element symbol followed by a 1-based index (e.g. 'C1')")
+    return atomic_number(m.group(1)), int(m.group(2))

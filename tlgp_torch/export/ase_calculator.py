@@ -1,0 +1,54 @@
+"""ASE Calculator on an FFLUXPotential (eager, TorchScript or torch.export): energy, forces, energies, charges."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from ..datasets._deps import require
+from ..features import ANGSTROM_TO_BOHR, HARTREE_TO_EV
+from .potential import FFLUXPotential
+from .saving import load_potential, potential_metadata
+
+__all__ = ["FFLUXCalculator"]
+
+_TO_ANGSTROM = {"angstrom": 1.0, "bohr": ANGSTROM_TO_BOHR}   # angstrom -> potential length unit
+_TO_EV = {"eV": 1.0, "hartree": HARTREE_TO_EV}                 # potential energy unit -> eV
+
+_calculator = require("ase.calculators.calculator", "the ASE calculator")
+
+
+class FFLUXCalculator(_calculator.Calculator):
+    """ASE calculator (eV, eV/A, e) for a molecule's FFLUX GP potential; forces by autograd."""
+
+    implemented_properties = ["energy", "free_energy", "forces", "energies", "charges"]
+
+    def __init__(self, potential: FFLUXPotential | str | os.PathLike, metadata: dict | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if isinstance(potential, (str, os.PathLike)):
+            potential, metadata = load_potential(potential)
+        elif isinstance(potential, FFLUXPotential):
+            metadata = potential_metadata(potential)
+        if not metadata or "numbers" not in metadata:
+            raise ValueError("a scripted or exported potential needs its metadata (load it with load_potential)")
+        self.potential, self.metadata = potential, metadata
+        self.numbers = np.asarray(metadata["numbers"])
+        self._length = _TO_ANGSTROM[metadata["length_unit"]]
+        self._energy = _TO_EV[metadata["energy_unit"]]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=_calculator.all_changes) -> None:
+        """Evaluate the potential at atoms.positions (angstrom); results in eV, eV/A and e."""
+        super().calculate(atoms, properties, system_changes)
+        if not np.array_equal(self.atoms.numbers, self.numbers):
+            raise ValueError(f"the potential is for atomic numbers {self.numbers.tolist()}, the Atoms object has "
+                             f"{self.atoms.numbers.tolist()} (same atoms, same order needed)")
+        pos = torch.tensor(self.atoms.positions * self._length, dtype=torch.float64).unsqueeze(0)
+        pos.requires_grad_(True)
+        energy, energies, charges = self.potential(pos)
+        (grad,) = torch.autograd.grad(energy.sum(), pos)
+        e = float(energy[0].detach()) * self._energy
+        self.results = {"energy": e, "free_energy": e,
+                        "forces": (-grad[0] * self._energy * self._length).numpy(),
+                        "energies": energies[0].detach().numpy() * self._energy,
+                        "charges": charges[0].detach().numpy()}

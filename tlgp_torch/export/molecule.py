@@ -1,0 +1,84 @@
+"""Export a molecule's trained models: one folder FFLUX can point at (.model files) plus torch potentials."""
+from __future__ import annotations
+
+import json
+import pathlib
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ..data import FerebusModel, ferebus_model_filename, write_ferebus_model
+from ..data.atomic import atomic_write_text
+from ..features import parse_atom_name
+from .potential import CHARGE_PROPERTY, ENERGY_PROPERTIES, FFLUXPotential
+from .saving import potential_metadata, save_potential
+
+__all__ = ["MoleculeExport", "check_fflux_molecule", "export_molecule"]
+
+
+@dataclass
+class MoleculeExport:
+    """What export_molecule wrote."""
+
+    folder: pathlib.Path
+    model_files: list[pathlib.Path] = field(default_factory=list)
+    potential_files: list[pathlib.Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_fflux_molecule(models: Sequence[FerebusModel]) -> None:
+    """Raise ValueError unless FFLUX can load the set: every atom has every property, one N for all models."""
+    if not models:
+        raise ValueError("no models to export")
+    n_atoms = {m.n_atoms for m in models}
+    if len(n_atoms) != 1:
+        raise ValueError(f"the models disagree on the number of atoms: {sorted(n_atoms)}")
+    n = n_atoms.pop()
+    have = {(parse_atom_name(m.atom)[1], m.property) for m in models}
+    props = sorted({m.property for m in models})
+    names = {parse_atom_name(m.atom)[1]: m.atom for m in models}
+    missing = [f"{names.get(i, f'atom {i}')} {p}" for i in range(1, n + 1) for p in props if (i, p) not in have]
+    if missing:
+        raise ValueError("FFLUX needs a model of every atom for every property; missing: " + ", ".join(missing))
+    sizes = {m.n_points for m in models}
+    if len(sizes) != 1:
+        by_size = {s: [f"{m.atom} {m.property}" for m in models if m.n_points == s] for s in sorted(sizes)}
+        raise ValueError(f"FFLUX needs one training-set size per molecule; found {by_size}")
+
+
+def export_molecule(models: Sequence[FerebusModel], dest: pathlib.Path, formats: Sequence[str] = ("ferebus", "pt",
+                    "pt2"), overwrite: bool = False) -> MoleculeExport:
+    """Write dest/SYSTEM/ with {SYSTEM}_{property}_{ATOM}.model files, SYSTEM.pt / .pt2 and manifest.json."""
+    unknown = set(formats) - {"ferebus", "pt", "pt2"}
+    if unknown:
+        raise ValueError(f"unknown export format(s) {sorted(unknown)}: use ferebus, pt, pt2")
+    check_fflux_molecule(models)
+    system = models[0].system.replace("_", "")
+    folder = pathlib.Path(dest) / system
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise FileExistsError(f"{folder} exists and is not empty (use --overwrite to replace its files)")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = MoleculeExport(folder)
+    if "ferebus" in formats:
+        for m in models:
+            out.model_files.append(write_ferebus_model(m, folder / ferebus_model_filename(m.system, m.property,
+                                                                                         m.atom)))
+    torch_formats = [f for f in formats if f in ("pt", "pt2")]
+    meta = None
+    if torch_formats:
+        if not any(m.property in ENERGY_PROPERTIES for m in models):
+            out.notes.append(f"no energy models ({' or '.join(ENERGY_PROPERTIES)}): no torch potential written")
+        else:
+            keep = [m for m in models if m.property in ENERGY_PROPERTIES + (CHARGE_PROPERTY,)]
+            potential = FFLUXPotential(keep)
+            meta = potential_metadata(potential)
+            for fmt in torch_formats:
+                out.potential_files.append(save_potential(potential, folder / f"{system}.{fmt}"))
+    manifest = {"system": system, "n_atoms": models[0].n_atoms, "n_training_points": models[0].n_points,
+                "models": [{"atom": m.atom, "property": m.property, "alf": list(m.alf), "kernel": m.kernel_type,
+                            "file": ferebus_model_filename(m.system, m.property, m.atom) if out.model_files else None,
+                            **({"trainer": m.metadata["trainer"]} if "trainer" in m.metadata else {})}
+                           for m in models],
+                "potential": {"files": [p.name for p in out.potential_files], **(meta or {})},
+                "units": {"features": "bohr, radians", "iqa/energy": "Hartree", "q00": "e"}}
+    atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+    return out

@@ -1,0 +1,183 @@
+"""FFLUXPotential: a molecule's FFLUX GP models as one plain torch module (positions -> energies, charges)."""
+# no `from __future__ import annotations`: TorchScript reads the class annotations below as types
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..data import FerebusModel, cyclic_feature_mask
+from ..features import ANGSTROM_TO_BOHR, HARTREE_TO_EV, non_frame_atoms, parse_atom_name
+from ..features.alf_features import frame_features
+
+__all__ = ["CHARGE_PROPERTY", "ENERGY_PROPERTIES", "FFLUXPotential", "energy_and_forces"]
+
+ENERGY_PROPERTIES = ("iqa", "energy")  # FFLUX IQA energy, or the GFN2 atom-resolved stand-in (Hartree)
+CHARGE_PROPERTY = "q00"                # atomic charge (e)
+LENGTH_UNITS = {"angstrom": ANGSTROM_TO_BOHR, "bohr": 1.0}       # -> bohr
+ENERGY_UNITS = {"eV": HARTREE_TO_EV, "hartree": 1.0}              # hartree ->
+
+
+class FFLUXPotential(nn.Module):
+    """Per-atom FFLUX GP models of one molecule: forward(positions [F, N, 3]) -> (energy [F], energies [F, N],
+    charges [F, N]).
+
+    Everything is a buffer (training features in bohr/radians, weights, theta, means), so the module holds
+    no gpytorch objects and exports by torch.jit.script and torch.export. Units are fixed at construction:
+    positions in `length_unit` ("angstrom" or "bohr"), energies in `energy_unit` ("eV" or "hartree"),
+    charges in e. Forces: `energy_and_forces` (autograd through the ALF features). Atomic energies are the
+    model predictions (IQA, or GFN2 atom-resolved energies); the total energy is their sum. Charges are
+    NaN where the module has no q00 models.
+    """
+
+    length_unit: str
+    energy_unit: str
+    properties: list[str]
+    atom_names: list[str]
+    charge_index: int
+    complete: bool
+
+    def __init__(self, models: Sequence[FerebusModel], length_unit: str = "angstrom", energy_unit: str = "eV",
+                 allow_partial: bool = False) -> None:
+        super().__init__()
+        if length_unit not in LENGTH_UNITS or energy_unit not in ENERGY_UNITS:
+            raise ValueError(f"length_unit must be one of {sorted(LENGTH_UNITS)} and energy_unit one of "
+                             f"{sorted(ENERGY_UNITS)}, got {length_unit!r}, {energy_unit!r}")
+        if not models:
+            raise ValueError("FFLUXPotential needs at least one model")
+        self.length_unit, self.energy_unit = length_unit, energy_unit
+        self.length_scale = float(LENGTH_UNITS[length_unit])
+        self.energy_scale = float(ENERGY_UNITS[energy_unit])
+        by_key = _index_models(models)
+        n_atoms = _one({m.n_atoms for m in models}, "number_of_atoms")
+        d = _one({m.n_features for m in models}, "number_of_features")
+        if d != 3 * n_atoms - 6:
+            raise ValueError(f"{d} features for {n_atoms} atoms: FFLUX models use 3N-6 ALF features")
+        atoms = sorted({atom for atom, _ in by_key}, key=lambda a: parse_atom_name(a)[1])
+        props = sorted({p for _, p in by_key}, key=_property_rank)
+        energy = props[0] if props[0] in ENERGY_PROPERTIES else None
+        missing = [(a, p) for a in atoms for p in props if (a, p) not in by_key]
+        if missing:
+            raise ValueError("every modelled atom needs a model of every property; missing " +
+                             ", ".join(f"{a} {p}" for a, p in missing))
+        index = [parse_atom_name(a)[1] - 1 for a in atoms]
+        if max(index) >= n_atoms:
+            raise ValueError(f"atom {atoms[index.index(max(index))]} is outside the molecule's {n_atoms} atoms")
+        self.complete = energy is not None and len(atoms) == n_atoms
+        if not self.complete and not allow_partial:
+            raise ValueError(f"a potential needs an energy model ({' or '.join(ENERGY_PROPERTIES)}) of each of the "
+                             f"{n_atoms} atoms; got {', '.join(f'{a} {p}' for a, p in sorted(by_key))} "
+                             "(allow_partial=True gives predict_features only)")
+        alf = {}
+        for (atom, prop), m in by_key.items():
+            if alf.setdefault(atom, m.alf) != m.alf:
+                raise ValueError(f"{atom}: the {prop} model's ALF {m.alf} differs from {alf[atom]}")
+        self.properties, self.atom_names = list(props), list(atoms)
+        self.charge_index = props.index(CHARGE_PROPERTY) if CHARGE_PROPERTY in props else -1
+        numbers = torch.zeros(n_atoms, dtype=torch.long)
+        numbers[index] = torch.tensor([parse_atom_name(a)[0] for a in atoms])
+        alf_t = torch.tensor([[i - 1 for i in alf[a]] for a in atoms], dtype=torch.long)
+        m_max = max(m.n_points for m in models)
+        shape = (len(props), len(atoms))
+        f64 = torch.float64
+        x, w = torch.zeros(*shape, m_max, d, dtype=f64), torch.zeros(*shape, m_max, dtype=f64)
+        theta, wrap = torch.zeros(*shape, d, dtype=f64), torch.zeros(*shape, d, dtype=torch.bool)
+        mean, prefactor = torch.zeros(shape, dtype=f64), torch.zeros(shape, dtype=f64)
+        for p, prop in enumerate(props):
+            for a, atom in enumerate(atoms):
+                m = by_key[(atom, prop)]
+                n = m.n_points  # shorter sets are zero-padded: zero weights add nothing
+                x[p, a, :n], w[p, a, :n], theta[p, a] = m.x.to(f64), m.weights.to(f64), m.theta.to(f64)
+                mean[p, a], prefactor[p, a] = m.mean, m.prefactor
+                if m.kernel_type == "rbf-cyclic":
+                    wrap[p, a] = cyclic_feature_mask(d)
+        self.register_buffer("numbers", numbers)
+        self.register_buffer("atoms", torch.tensor(index, dtype=torch.long))
+        self.register_buffer("alf", alf_t)
+        self.register_buffer("others", non_frame_atoms(alf_t, n_atoms) if n_atoms > 3 else alf_t[:, :0])
+        for name, value in (("x_train", x), ("weights", w), ("theta", theta), ("wrap", wrap), ("mean", mean),
+                            ("prefactor", prefactor)):
+            self.register_buffer(name, value)
+
+    @classmethod
+    def from_files(cls, paths: Sequence, **kwargs) -> "FFLUXPotential":
+        """Potential from FEREBUS .model files (FEREBUS's own or tlgp_torch's); kwargs as the constructor."""
+        from ..data import read_ferebus_model
+        return cls([read_ferebus_model(p) for p in paths], **kwargs)
+
+    @property
+    def n_atoms(self) -> int:
+        """Number of atoms of the molecule."""
+        return int(self.numbers.numel())
+
+    def features(self, positions: torch.Tensor) -> torch.Tensor:
+        """ALF features [F, A, 3N-6] (bohr, radians) of the modelled atoms at positions [F, N, 3]."""
+        bohr = positions.to(self.x_train.dtype) * self.length_scale
+        return frame_features(bohr, self.alf, self.others)
+
+    def predict_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Model predictions [F, P, A] (model units: Hartree, e, ...) at features [F, A, D]."""
+        out = []
+        for p in range(len(self.properties)):
+            delta = features.unsqueeze(2) - self.x_train[p].unsqueeze(0)  # [F, A, M, D]
+            wrapped = torch.sign(delta) * (torch.remainder(delta.abs() + math.pi, 2 * math.pi) - math.pi)
+            delta = torch.where(self.wrap[p].unsqueeze(0).unsqueeze(2), wrapped, delta)
+            k = torch.exp(-(delta * delta * self.theta[p].unsqueeze(0).unsqueeze(2)).sum(-1))  # [F, A, M]
+            out.append(self.mean[p] + self.prefactor[p] * (k * self.weights[p]).sum(-1))
+        return torch.stack(out, dim=1)
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(total energy [F], atomic energies [F, N], charges [F, N]) at positions [F, N, 3]."""
+        if not self.complete:
+            raise RuntimeError("this potential lacks energy models of some atoms: use predict_features")
+        pred = self.predict_features(self.features(positions))  # [F, P, N] (atoms modelled in index order)
+        energies = torch.zeros(pred.shape[0], self.numbers.shape[0], dtype=pred.dtype, device=pred.device)
+        energies = energies.index_copy(1, self.atoms, pred[:, 0]) * self.energy_scale
+        charges = torch.full_like(energies, float("nan"))
+        if self.charge_index >= 0:
+            charges = charges.index_copy(1, self.atoms, pred[:, self.charge_index])
+        return energies.sum(-1), energies, charges
+
+    @torch.jit.export
+    def energy_and_forces(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(energy [F], forces [F, N, 3] = -dE/dpositions) in the module's units, by autograd."""
+        pos = positions.detach().to(self.x_train.dtype).requires_grad_(True)
+        energy = self.forward(pos)[0]
+        grad = torch.autograd.grad([energy.sum()], [pos])[0]
+        assert grad is not None
+        return energy.detach(), -grad
+
+
+def energy_and_forces(potential, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(energy [F], forces [F, N, 3]) of any module with the FFLUXPotential forward (eager, scripted, exported)."""
+    pos = positions.detach().to(torch.float64).requires_grad_(True)
+    energy = potential(pos)[0]
+    (grad,) = torch.autograd.grad(energy.sum(), pos)
+    return energy.detach(), -grad
+
+
+def _index_models(models: Sequence[FerebusModel]) -> dict[tuple[str, str], FerebusModel]:
+    systems = {m.system.replace("_", "").upper() for m in models}
+    if len(systems) > 1:
+        raise ValueError(f"models of several systems: {sorted(systems)}; one potential is one molecule")
+    out: dict[tuple[str, str], FerebusModel] = {}
+    for m in models:
+        key = (m.atom, m.property)
+        if key in out:
+            raise ValueError(f"two models of {m.atom} {m.property}")
+        out[key] = m
+    return out
+
+
+def _property_rank(prop: str) -> tuple[int, str]:
+    """Energy first, then q00, then the rest alphabetically."""
+    if prop in ENERGY_PROPERTIES:
+        return (0, prop)
+    return (1, prop) if prop == CHARGE_PROPERTY else (2, prop)
+
+
+def _one(values: set, what: str):
+    if len(values) != 1:
+        raise ValueError(f"the models disagree on {what}: {sorted(values)}")
+    return values.pop()

@@ -1,0 +1,68 @@
+"""Write an FFLUXPotential as TorchScript (.pt) or torch.export (.pt2); both load with plain torch."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import torch
+
+from ..data.atomic import atomic_write
+from .potential import FFLUXPotential
+
+__all__ = ["FORMATS", "load_potential", "potential_metadata", "save_potential"]
+
+FORMATS = {".pt": "torchscript", ".pt2": "export"}
+METADATA_FILE = "tlgp_potential.json"
+
+
+def potential_metadata(potential: FFLUXPotential) -> dict:
+    """Units, atoms and properties of a potential (stored beside the program in both formats)."""
+    return {"format": "tlgp_torch.FFLUXPotential/1", "length_unit": potential.length_unit,
+            "energy_unit": potential.energy_unit, "charge_unit": "e", "numbers": potential.numbers.tolist(),
+            "atoms": potential.atom_names, "properties": potential.properties,
+            "forward": "positions [F, N, 3] -> (energy [F], atomic energies [F, N], charges [F, N])"}
+
+
+def save_potential(potential: FFLUXPotential, path: str | os.PathLike) -> pathlib.Path:
+    """Save by suffix: .pt = torch.jit.script (load: torch.jit.load), .pt2 = torch.export (torch.export.load)."""
+    path = pathlib.Path(path)
+    kind = FORMATS.get(path.suffix)
+    if kind is None:
+        raise ValueError(f"{path}: use the suffix .pt (TorchScript) or .pt2 (torch.export)")
+    if not potential.complete:
+        raise ValueError("only a complete potential (an energy model of every atom) can be saved")
+    extra = {METADATA_FILE: json.dumps(potential_metadata(potential), indent=1)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "torchscript":
+        scripted = torch.jit.script(potential.cpu())
+        atomic_write(path, lambda fh: torch.jit.save(scripted, fh, _extra_files=extra))
+    else:
+        example = torch.zeros(2, potential.n_atoms, 3, dtype=torch.float64)
+        example[:] = _sample_positions(potential)
+        frames = torch.export.Dim("frames", min=1)
+        program = torch.export.export(potential.cpu(), (example,), dynamic_shapes={"positions": {0: frames}})
+        atomic_write(path, lambda fh: torch.export.save(program, fh, extra_files=extra))
+    return path
+
+
+def load_potential(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """(callable module, metadata) from a .pt or .pt2 file written by save_potential."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"potential file not found: {path}")
+    kind = FORMATS.get(path.suffix)
+    extra = {METADATA_FILE: ""}
+    if kind == "torchscript":
+        module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
+    elif kind == "export":
+        module = torch.export.load(str(path), extra_files=extra).module()
+    else:
+        raise ValueError(f"{path}: expected a .pt (TorchScript) or .pt2 (torch.export) file")
+    return module, json.loads(extra[METADATA_FILE] or "{}")
+
+
+def _sample_positions(potential: FFLUXPotential) -> torch.Tensor:
+    """A non-degenerate geometry for tracing (atoms on a helix: no three collinear)."""
+    k = torch.arange(potential.n_atoms, dtype=torch.float64)
+    return torch.stack([torch.cos(k), torch.sin(k), 0.3 * k], dim=-1)
