@@ -194,3 +194,37 @@ def test_missing_data_exits_2(fflux_dir, tmp_path, capsys):
     assert main(["train", str(config), "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "WATER_O1_TRAINING_SET.csv" in err and "--data-dir" in err and not (tmp_path / "o").exists()
+
+
+def test_export_command_writes_an_fflux_folder(fflux_dir, tmp_path, capsys):
+    """Train all three water atoms, export: .model files FFLUX reads, a potential equal to the checkpoints."""
+    import torch
+    from tlgp_torch.export import load_potential
+    from tlgp_torch.features import ANGSTROM_TO_BOHR, HARTREE_TO_EV, alf_features
+
+    config = tmp_path / "water3.toml"
+    config.write_text(f'[data]\ndir = "{fflux_dir}"\nsystem = "WATER"\natoms = ["O1", "H2", "H3"]\n'
+                      'properties = ["iqa", "q00"]\nalf = { O1 = [1, 2, 3], H2 = [2, 1, 3], H3 = [3, 1, 2] }\n'
+                      + TINY.replace("max_iter = 30", "max_iter = 10"))
+    out = tmp_path / "run"
+    assert main(["export", str(config), "--out", str(out)]) == 2
+    assert "no trained model" in capsys.readouterr().err
+    assert main(["train", str(config), "--out", str(out)]) == 0
+    assert main(["export", str(config), "--out", str(out)]) == 0
+    folder = out / "export" / "WATER"
+    assert sorted(p.name for p in folder.glob("*.model")) == sorted(
+        f"WATER_{p}_{a}.model" for a in ("O1", "H2", "H3") for p in ("iqa", "q00"))
+    text = (folder / "WATER_iqa_H2.model").read_text()
+    assert "ALF 2 1 3" in text and "prefactor 1.0" in text and text.rstrip().endswith("# end")
+    module, meta = load_potential(folder / "WATER.pt2")
+    assert meta["atoms"] == ["O1", "H2", "H3"] and meta["properties"] == ["iqa", "q00"]
+    pos = torch.tensor([[[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]]], dtype=torch.float64)
+    energy, energies, charges = module(pos)
+    x = alf_features(pos[0] * ANGSTROM_TO_BOHR, torch.tensor([[0, 1, 2], [1, 0, 2], [2, 0, 1]]))
+    for a, atom in enumerate(("O1", "H2", "H3")):
+        iqa, _ = load_checkpoint(out / "models" / f"WATER_iqa_{atom}.pt")
+        q00, _ = load_checkpoint(out / "models" / f"WATER_q00_{atom}.pt")
+        assert float(energies[0, a]) == pytest.approx(float(iqa.predict(x[a:a + 1])[0]) * HARTREE_TO_EV, rel=1e-10)
+        assert float(charges[0, a]) == pytest.approx(float(q00.predict(x[a:a + 1])[0]), rel=1e-10)
+    assert main(["export", str(config), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err

@@ -155,25 +155,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a trained molecule: FEREBUS .model files FFLUX can load, plus TorchScript / torch.export potentials."""
-    from .export import export_molecule
+    from .export import export_molecule, trained_models
     cfg = load_config(args.config, args.data_dir)
     out = cfg.output_dir(args.out)
     dest = pathlib.Path(args.to) if args.to else out / "export"
-    jobs = [(atom, prop) for atom in cfg.data.atoms for prop in cfg.data.properties]
-    ckpt = {job: out / "models" / f"{cfg.data.system}_{job[1]}_{job[0]}.pt" for job in jobs}
-    missing = [f"{atom} {prop}" for (atom, prop), path in ckpt.items() if not path.is_file()]
-    if missing:
-        raise ValueError(f"no trained model under {out / 'models'} for: {', '.join(missing)} "
-                         f"(run `tlgp train {args.config}` first; same --out)")
-    models = []
-    for (atom, prop), path in ckpt.items():
-        result, meta = load_checkpoint(path)
-        alf = meta.get("alf") or cfg.data.alf.get(atom)
-        if alf is None:
-            raise ValueError(f"{atom}: no ALF in the checkpoint or in [data] alf of {cfg.path}")
-        d = int(result.theta.numel())
-        n_atoms = meta.get("n_atoms") or cfg.data.n_atoms or (d + 6) // 3
-        models.append(to_ferebus_model(result, cfg.data.system, atom, prop, alf, n_atoms))
+    models = trained_models(cfg, out)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     report = export_molecule(models, dest, formats, overwrite=args.overwrite)
     for note in report.notes:

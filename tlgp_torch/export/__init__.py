@@ -1,11 +1,11 @@
 """Exports of trained models: FEREBUS .model files for FFLUX, and torch potentials for MD (ASE, TorchScript)."""
 from .ferebus import to_ferebus_model
-from .molecule import MoleculeExport, check_fflux_molecule, export_molecule
+from .molecule import MoleculeExport, check_fflux_molecule, export_molecule, trained_models
 from .potential import FFLUXPotential, energy_and_forces
 from .saving import load_potential, save_potential
 
 __all__ = ["FFLUXCalculator", "FFLUXPotential", "MoleculeExport", "check_fflux_molecule", "energy_and_forces",
-           "export_molecule", "load_potential", "save_potential", "to_ferebus_model"]
+           "export_molecule", "load_potential", "save_potential", "to_ferebus_model", "trained_models"]
 
 
 def __getattr__(name: str):

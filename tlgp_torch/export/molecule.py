@@ -9,10 +9,12 @@ from typing import Sequence
 from ..data import FerebusModel, ferebus_model_filename, write_ferebus_model
 from ..data.atomic import atomic_write_text
 from ..features import parse_atom_name
+from ..checkpoint import load_checkpoint
+from .ferebus import to_ferebus_model
 from .potential import CHARGE_PROPERTY, ENERGY_PROPERTIES, FFLUXPotential
 from .saving import potential_metadata, save_potential
 
-__all__ = ["MoleculeExport", "check_fflux_molecule", "export_molecule"]
+__all__ = ["MoleculeExport", "check_fflux_molecule", "export_molecule", "trained_models"]
 
 
 @dataclass
@@ -82,3 +84,24 @@ def export_molecule(models: Sequence[FerebusModel], dest: pathlib.Path, formats:
                 "units": {"features": "bohr, radians", "iqa/energy": "Hartree", "q00": "e"}}
     atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     return out
+
+
+def trained_models(cfg, out: pathlib.Path, properties: Sequence[str] | None = None) -> list[FerebusModel]:
+    """FerebusModels of every (atom, property) of a config from the checkpoints `tlgp train` wrote under out."""
+    props = list(properties or cfg.data.properties)
+    jobs = [(atom, prop) for atom in cfg.data.atoms for prop in props]
+    ckpt = {job: out / "models" / f"{cfg.data.system}_{job[1]}_{job[0]}.pt" for job in jobs}
+    missing = [f"{atom} {prop}" for (atom, prop), path in ckpt.items() if not path.is_file()]
+    if missing:
+        raise ValueError(f"no trained model under {out / 'models'} for: {', '.join(missing)} "
+                         f"(run `tlgp train {cfg.path}` first, with the same --out)")
+    models = []
+    for (atom, prop), path in ckpt.items():
+        result, meta = load_checkpoint(path)
+        alf = meta.get("alf") or cfg.data.alf.get(atom)
+        if alf is None:
+            raise ValueError(f"{atom}: no ALF in the checkpoint or in [data] alf of {cfg.path}")
+        d = int(result.theta.numel())
+        n_atoms = meta.get("n_atoms") or cfg.data.n_atoms or (d + 6) // 3
+        models.append(to_ferebus_model(result, cfg.data.system, atom, prop, alf, n_atoms))
+    return models
