@@ -1,4 +1,4 @@
-"""Command line: `tlgp train | compare | export | predict | data generate` (one entry point, console script `tlgp`)."""
+"""Command line: `tlgp train | merge | compare | export | predict | data generate` (one entry point, console script `tlgp`)."""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +21,7 @@ from .data import write_ferebus_model
 from .data.atomic import atomic_write_text
 from .export import to_ferebus_model
 from .metrics import errors
+from .sharding import parse_shard, shard_from_env, shard_jobs, shard_results_name
 
 RESULT_KEY = ["system", "atom", "property", "method"]
 RESULT_COLUMNS = RESULT_KEY + ["wall_s", "n_full_evals", "ll_concentrated", "ll_marginal", "val_mae", "val_rmse",
@@ -42,10 +43,10 @@ def _progress(items: list, args: argparse.Namespace, desc: str):
     return tqdm(items, desc=desc, unit="model", file=sys.stderr, disable=not (args.progress or sys.stderr.isatty()))
 
 
-def _load_sets(cfg: Config) -> dict[str, tuple[AtomDataset, AtomDataset | None]]:
+def _load_sets(cfg: Config, atoms: list[str] | None = None) -> dict[str, tuple[AtomDataset, AtomDataset | None]]:
     """Training and (when present) validation set of every atom, read up front so data errors stop the run early."""
     sets = {}
-    for atom in cfg.data.atoms:
+    for atom in cfg.data.atoms if atoms is None else atoms:
         train = read_ichor_csv(cfg.train_path(atom), cfg.data.properties)
         vpath = cfg.validation_path(atom)
         if vpath is None:
@@ -105,10 +106,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train every (atom, property) of the config in batches; finished models are skipped on a rerun."""
     cfg = load_config(args.config, args.data_dir)
     method = args.method or cfg.train.method
+    shard = parse_shard(args.shard) if args.shard else shard_from_env()
+    _pick_gpu()
     trainer = cfg.trainer(method)
     out = cfg.output_dir(args.out)
-    sets = _load_sets(cfg)
     jobs = [(atom, prop) for atom in cfg.data.atoms for prop in cfg.data.properties]
+    results_csv = out / "results.csv"
+    if shard is not None and shard[1] > 1:
+        jobs = shard_jobs(jobs, shard)
+        results_csv = out / "shards" / shard_results_name(shard)
+        _say(f"shard {shard[0]}/{shard[1]}: {len(jobs)} model(s): {', '.join(f'{a} {p}' for a, p in jobs) or 'none'}"
+             f" (`tlgp merge {args.config}` gathers all shards)")
+    needed = list(dict.fromkeys(atom for atom, _ in jobs))
+    sets = _load_sets(cfg, needed)
     for atom in cfg.data.atoms:
         if atom not in cfg.data.alf:
             _say(f"warning: no ALF for {atom} in [data] alf: FEREBUS .model export skipped", err=True)
@@ -135,7 +145,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     metrics = validation_metrics(result, sets[atom][1], prop)
                     row = _row(cfg, atom, prop, result, metrics)
                     model_file = _export_ferebus(cfg, atom, prop, result, out)
-                    _merge_results(out / "results.csv", row)
+                    _merge_results(results_csv, row)
                     alf = cfg.data.alf.get(atom)
                     save_checkpoint(result, ckpt[(atom, prop)], system=cfg.data.system, atom=atom, property=prop,
                                     method=result.method, config=str(cfg.path), alf=list(alf) if alf else None,
@@ -149,8 +159,37 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise _Interrupted(f"interrupted: {done} model(s) finished this run are saved under {out}; run the same "
                            "command again to resume (finished models are skipped)") from None
     _say(f"{done} model(s) trained, {len(jobs) - len(pending)} skipped, {failed} failed; "
-         f"results in {out / 'results.csv'}")
+         f"results in {results_csv}")
     return 1 if failed else 0
+
+
+def _pick_gpu() -> None:
+    """Under torchrun, LOCAL_RANK picks this worker's GPU (device "auto" then means that GPU)."""
+    import os
+    if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Gather the models of all shards (their checkpoints) into results.csv; rc 1 while some are missing."""
+    cfg = load_config(args.config, args.data_dir)
+    out = cfg.output_dir(args.out)
+    jobs = [(atom, prop) for atom in cfg.data.atoms for prop in cfg.data.properties]
+    rows, missing = [], []
+    for atom, prop in jobs:
+        path = out / "models" / f"{cfg.data.system}_{prop}_{atom}.pt"
+        if not path.is_file():
+            missing.append(f"{atom} {prop}")
+            continue
+        rows.append(load_checkpoint(path)[1]["results"])
+    if rows:
+        atomic_write_text(out / "results.csv", pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False))
+    print(f"{cfg.data.system}: {len(rows)} of {len(jobs)} model(s) in {out / 'results.csv'}")
+    if missing:
+        print(f"missing ({len(missing)}): {', '.join(missing)}; rerun their shards (finished models are skipped)",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -292,7 +331,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="retrain models whose checkpoint exists")
     t.add_argument("--batch-size", type=int, default=32, help="models trained together as one batched program "
                    "(those sharing N and D; finished models are written after each batch)")
+    t.add_argument("--shard", help="train only shard i/n (0-based) of the config's models, round robin; default "
+                   "under torchrun: RANK/WORLD_SIZE. Shards share --out; `tlgp merge` gathers them")
     t.set_defaults(func=cmd_train)
+    mg = sub.add_parser("merge", parents=[common, run], help="gather the models of all shards into results.csv")
+    mg.set_defaults(func=cmd_merge)
     c = sub.add_parser("compare", parents=[common, run], help="DL vs TL timings, likelihoods and errors")
     c.add_argument("--repeats", type=int, default=1, help="runs per method with seeds seed..seed+k-1 (medians)")
     c.set_defaults(func=cmd_compare)
