@@ -116,3 +116,30 @@ def test_killed_shard_resumes_alone(config, single, tmp_path, capsys):
     assert all(after[name] == t for name, t in before.items())  # nothing trained twice
     assert main(["merge", str(config), "--out", str(out)]) == 0
     assert_same_models(single, out)
+
+
+def test_submitit_local_executor_equals_one(config, single, tmp_path, monkeypatch, capsys):
+    """`tlgp submit --local --wait`: submitit runs the shards as processes, then merges."""
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the workers inherit it: same BLAS threads as `single`
+    out = tmp_path / "run"
+    assert main(["submit", str(config), "--out", str(out), "--local", "--shards", "3", "--wait"]) == 0
+    text = capsys.readouterr().out
+    assert "3 shard(s) submitted to local" in text and "12 of 12 model(s)" in text
+    assert len(list((out / "submitit").glob("*_log.out"))) == 3
+    assert_same_models(single, out)
+
+
+def test_submit_config_table(fflux_dir, tmp_path):
+    from tlgp_torch.config import ConfigError, load_config
+    path = tmp_path / "c.toml"
+    path.write_text(f'[data]\ndir = "{fflux_dir}"\nsystem = "WATER"\natoms = ["O1"]\nproperties = ["iqa"]\n'
+                    '[submit]\nshards = 8\npartition = "gpu"\ntimeout_min = 30\n')
+    cfg = load_config(path)
+    assert cfg.submit.shards == 8 and cfg.submit.partition == "gpu" and cfg.submit.cluster == "slurm"
+    path.write_text(path.read_text().replace("shards = 8", "shards = 0"))
+    with pytest.raises(ConfigError, match="shards must be >= 1"):
+        load_config(path)
+    path.write_text(path.read_text().replace("shards = 0", "nodes = 2"))
+    with pytest.raises(ConfigError, match="nodes"):
+        load_config(path)

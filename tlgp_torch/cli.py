@@ -1,4 +1,4 @@
-"""Command line: `tlgp train | merge | compare | export | predict | data generate` (one entry point, console script `tlgp`)."""
+"""Command line: `tlgp train | submit | merge | compare | export | predict | data generate` (one entry point, console script `tlgp`)."""
 from __future__ import annotations
 
 import argparse
@@ -170,6 +170,37 @@ def _pick_gpu() -> None:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Launch the config's shards as a SLURM job array ([submit] table) or local processes, via submitit."""
+    import dataclasses
+    from .submit import submit_shards
+    cfg = load_config(args.config, args.data_dir)
+    settings = cfg.submit
+    if args.shards is not None or args.local:
+        settings = dataclasses.replace(settings, shards=args.shards or settings.shards,
+                                       cluster="local" if args.local else settings.cluster)
+    out = cfg.output_dir(args.out).resolve()
+    argv = ["train", str(cfg.path.resolve()), "--out", str(out), "--data-dir", str(cfg.data.dir),
+            "--batch-size", str(args.batch_size)] + (["--method", args.method] if args.method else [])
+    jobs = submit_shards(argv, settings, out / "submitit")
+    print(f"{cfg.data.system}: {len(jobs)} shard(s) submitted to {settings.cluster} "
+          f"(job ids {', '.join(str(j.job_id) for j in jobs)}); logs in {out / 'submitit'}")
+    if not args.wait:
+        print(f"when they finish: tlgp merge {args.config} --out {out}")
+        return 0
+    failed = []
+    for i, job in enumerate(jobs):
+        try:
+            job.result()
+        except Exception as err:  # submitit re-raises the task's error or reports a scheduler failure
+            failed.append(f"shard {i}/{len(jobs)} (job {job.job_id}): {str(err).strip().splitlines()[-1]}")
+    for msg in failed:
+        _say(f"FAILED {msg}; rerun it with tlgp train {args.config} --shard i/n (finished models are skipped)",
+             err=True)
+    rc = cmd_merge(args)
+    return 1 if failed else rc
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     """Gather the models of all shards (their checkpoints) into results.csv; rc 1 while some are missing."""
     cfg = load_config(args.config, args.data_dir)
@@ -336,6 +367,14 @@ def _parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
     mg = sub.add_parser("merge", parents=[common, run], help="gather the models of all shards into results.csv")
     mg.set_defaults(func=cmd_merge)
+    sb = sub.add_parser("submit", parents=[common, run], help="train the config's shards as a SLURM job array "
+                        "([submit] table; submitit) or as local processes")
+    sb.add_argument("--shards", type=int, help="override [submit] shards")
+    sb.add_argument("--local", action="store_true", help="run the shards as processes on this machine")
+    sb.add_argument("--wait", action="store_true", help="wait for all shards, then merge")
+    sb.add_argument("--method", choices=("tl", "dl"), help="override [train] method")
+    sb.add_argument("--batch-size", type=int, default=32, help="as in tlgp train")
+    sb.set_defaults(func=cmd_submit)
     c = sub.add_parser("compare", parents=[common, run], help="DL vs TL timings, likelihoods and errors")
     c.add_argument("--repeats", type=int, default=1, help="runs per method with seeds seed..seed+k-1 (medians)")
     c.set_defaults(func=cmd_compare)

@@ -16,6 +16,7 @@ from typing import Any
 
 from .device import resolve_device
 from .optim import StoppingRule
+from .submit import SubmitConfig
 from .training import DirectTrainer, FitSettings, TransferTrainer
 
 if sys.version_info >= (3, 11):
@@ -73,6 +74,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir_pattern: str = "runs/{system}"
     path: pathlib.Path | None = None
+    submit: SubmitConfig = field(default_factory=SubmitConfig)
 
     def _settings(self, seed: int | None) -> dict[str, Any]:
         kw = {**self.model, **self.train.settings, "stop": StoppingRule(**self.train.stop)}
@@ -272,7 +274,7 @@ def read_toml(path: str | os.PathLike, tables: tuple[str, ...], required: str) -
 def load_config(path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Config:
     """Read and validate a TOML config; data folder from `data_dir` > $TLGP_DATA_DIR > [data] dir."""
     path = pathlib.Path(path)
-    raw = read_toml(path, ("data", "model", "train", "output"), "data")
+    raw = read_toml(path, ("data", "model", "train", "output", "submit"), "data")
     try:
         data = _data(raw["data"], path.resolve().parent, data_dir)
         model = _table(raw.get("model", {}), "[model]", *_fields(FitSettings, MODEL_KEYS))
@@ -283,7 +285,8 @@ def load_config(path: str | os.PathLike, data_dir: str | os.PathLike | None = No
             out_pattern.format(system="S")
         except (KeyError, IndexError, ValueError) as err:
             raise ConfigError(f"output.dir: bad pattern {out_pattern!r} ({err}); use {{system}}") from None
-        cfg = Config(data=data, model=model, train=train, output_dir_pattern=out_pattern, path=path)
+        submit = SubmitConfig(**_table(raw.get("submit", {}), "[submit]", *_fields(SubmitConfig)))
+        cfg = Config(data=data, model=model, train=train, output_dir_pattern=out_pattern, path=path, submit=submit)
         cfg.direct_trainer(), cfg.transfer_trainer()  # the trainers check values (ranges, choices)
         resolve_device(cfg.train.settings.get("device", "auto"))
     except ConfigError as err:
