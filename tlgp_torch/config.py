@@ -18,6 +18,7 @@ from .device import resolve_device
 from .optim import StoppingRule
 from .submit import SubmitConfig
 from .training import DirectTrainer, FitSettings, TransferTrainer
+from .training.iterative import IterativeSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -89,6 +90,8 @@ class Config:
         tl = dict(self.train.tl)
         if isinstance(tl.get("source_stop"), dict):
             tl["source_stop"] = StoppingRule(**tl["source_stop"])
+        if isinstance(tl.get("iterative"), dict):
+            tl["iterative"] = IterativeSettings(**tl["iterative"])
         return TransferTrainer(**self._settings(seed), **tl)
 
     def trainer(self, method: str | None = None, seed: int | None = None) -> DirectTrainer | TransferTrainer:

@@ -17,6 +17,7 @@ from ..optim import StoppingRule
 from ..predict import fflux_predict, fflux_weights
 from .fitting import (FitSettings, feature_spread, final_states, generator, initial_parameters, make_likelihood,
                       optimise, parameter_bounds, prepare_tasks)
+from .iterative import IterativeSettings, choose_relax_path, relax_iterative
 from .result import TrainResult, build_results
 
 SELECTIONS = ("holdout_mae", "likelihood")
@@ -37,6 +38,8 @@ class TransferTrainer(FitSettings):
     min_source_size: int = 16
     transfer_curvature: bool = True                  # seed the relaxation's L-BFGS memory with the source's pairs
     revive_floor: float | None = 1e-3                # floor on 2 theta_d s_d^2 of the seed (None: copy as is)
+    relax_path: str = "auto"                         # "exact" (Cholesky), "iterative" (gpytorch CG), "auto": by memory
+    iterative: IterativeSettings = field(default_factory=IterativeSettings)
 
     def __post_init__(self):
         super().__post_init__()
@@ -130,6 +133,10 @@ class TransferTrainer(FitSettings):
             if bool(no_source.any()):  # every source failed: relax from a fresh random start instead
                 u_seed[no_source] = torch.cat([initial_parameters(self, spreads[b], 1, generator(self.seed + 1))
                                                for b in torch.nonzero(no_source).flatten().tolist()])
+        path = choose_relax_path(self.relax_path, n, device, self.memory_fraction)
+        if path == "iterative":
+            return self._relax_iterative(x, y, cyclic, names, u_seed, times, history, src, m, K, r, k_best, score, f,
+                                         no_source, device)
         with timed(times, "relaxation", device):
             lik = make_likelihood(self, x, y, cyclic)
             rel = optimise(self, lik, u_seed, self.stop, torch.stack([lb for lb, _ in bounds]),
@@ -141,9 +148,34 @@ class TransferTrainer(FitSettings):
         infos = [{"source_size": m, "n_sources": K, "source_restarts": r, "selected_source": int(k_best[b]),
                   "source_scores": score[b].tolist(), "source_ll": (-f[b] * m).tolist(),
                   "source_iters": src.n_iter.reshape(B, K * r)[b].tolist(), "relax_iters": int(rel.n_iter[b]),
-                  "relax_reason": rel.reason[b], "no_source": bool(no_source[b])} for b in range(B)]
+                  "relax_reason": rel.reason[b], "no_source": bool(no_source[b]), "relax_path": "exact"}
+                 for b in range(B)]
         return build_results(self, "TL", states, x, y, cyclic, names, -rel.f * n, times, rel.n_evals.tolist(),
                              history, infos, n_source_evals=src_evals.tolist(), source_size=[m] * B)
+
+    def _relax_iterative(self, x, y, cyclic, names, u_seed, times, history, src, m, K, r, k_best, score, f,
+                         no_source, device) -> list[TrainResult]:
+        """Relax each task on gpytorch's iterative path (no n x n Cholesky); likelihoods are CG/Lanczos estimates."""
+        B, n, d = x.shape
+        states, outs = [], []
+        with timed(times, "relaxation", device):
+            for b in range(B):
+                out = relax_iterative(x[b], y[b], cyclic, u_seed[b, :d].exp(), self.nugget, self.iterative)
+                outs.append(out)
+                est = out["ll_concentrated_estimate"]
+                states.append({"theta": out["theta"], "nugget": out["nugget"], "mean": out["mean"],
+                               "sigma2": out["sigma2"], "ll_concentrated": est, "ll_marginal": math.nan})
+        src_evals = src.n_evals.reshape(B, K * r).sum(1)
+        infos = [{"source_size": m, "n_sources": K, "source_restarts": r, "selected_source": int(k_best[b]),
+                  "source_scores": score[b].tolist(), "source_ll": (-f[b] * m).tolist(),
+                  "relax_iters": outs[b]["steps"], "no_source": bool(no_source[b]), "relax_path": "iterative",
+                  "likelihood_note": "ll_concentrated is a CG/Lanczos estimate (iterative path)"} for b in range(B)]
+        ll = torch.tensor([o["ll_concentrated_estimate"] for o in outs], dtype=x.dtype)
+        results = build_results(self, "TL", states, x, y, cyclic, names, ll, times, [o["steps"] for o in outs],
+                                history, infos, n_source_evals=src_evals.tolist(), source_size=[m] * B)
+        for res, out in zip(results, outs):
+            res.__dict__["weights"] = out["weights"]  # CG solve: no n x n factorisation later either
+        return results
 
     def _holdout_mae(self, x, y, cyclic, subsets, lik_s, u_src) -> torch.Tensor:
         """MAE of each source (tasks x sources, flattened) on its task's training points outside its subset."""
