@@ -228,3 +228,12 @@ def test_export_command_writes_an_fflux_folder(fflux_dir, tmp_path, capsys):
         assert float(charges[0, a]) == pytest.approx(float(q00.predict(x[a:a + 1])[0]), rel=1e-10)
     assert main(["export", str(config), "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_long_fits_log_progress(fflux_dir, tmp_path, monkeypatch, capsys):
+    """A fit longer than PROGRESS_EVERY_S prints progress lines (here: every iteration)."""
+    monkeypatch.setattr("tlgp_torch.training.fitting.PROGRESS_EVERY_S", 0.0)
+    config = water_config(tmp_path, fflux_dir)
+    assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "sources: iteration 1, " in err and "relaxation: iteration 1, " in err and "member(s) still optimising" in err

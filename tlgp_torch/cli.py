@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import pathlib
 import sys
@@ -402,12 +403,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _TqdmHandler(logging.Handler):
+    """Library log lines (progress of long fits, path switches) on stderr without breaking progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _say(f"{record.levelname.lower()}: {record.getMessage()}" if record.levelno >= logging.WARNING
+             else record.getMessage(), err=True)
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("tlgp_torch")
+    if not any(isinstance(h, _TqdmHandler) for h in logger.handlers):
+        logger.addHandler(_TqdmHandler())
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the `tlgp` command line; returns the exit code (2 on config/data errors, 130 on Ctrl-C)."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as stop:  # --help, --version, usage errors
         return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+    _setup_logging()
     try:
         return args.func(args)
     except _Interrupted as msg:

@@ -16,6 +16,7 @@ from ..optim import OptimResult, StoppingRule, batched_adam, batched_lbfgs
 from .init import feature_spread, log_theta_bounds, random_log_theta
 
 log = logging.getLogger("tlgp_torch")
+PROGRESS_EVERY_S = 30.0  # long optimisations log a progress line this often (logger "tlgp_torch", INFO)
 OPTIMIZERS = ("lbfgs", "adam")
 
 
@@ -100,6 +101,7 @@ def optimise(s: FitSettings, lik: FFLUXLikelihood, u0: torch.Tensor, stop: Stopp
         log.info("%s: %d members in chunks of %d (memory budget)", stage, u0.shape[0], chunk)
     parts = []
     t0 = time.perf_counter()
+    last = [t0]
     for start in range(0, u0.shape[0], chunk):
         sel = torch.arange(start, min(start + chunk, u0.shape[0]), device=u0.device)
         groups = None if member_group is None else member_group[sel]
@@ -109,6 +111,11 @@ def optimise(s: FitSettings, lik: FFLUXLikelihood, u0: torch.Tensor, stop: Stopp
             return -ev.ll / n, -ev.grad / n
 
         def record(it, f, active, start=start):
+            now = time.perf_counter()
+            if now - last[0] >= PROGRESS_EVERY_S:
+                last[0] = now
+                log.info("%s: iteration %d, %d of %d member(s) still optimising, best ll %.2f, %.0f s", stage or "fit",
+                         it, int(active.sum()), active.numel(), float(-(f.min()) * n), now - t0)
             if history is not None:
                 history.append({"stage": stage, "iter": it, "best_ll": float(-(f.min()) * n),
                                 "active": int(active.sum()) , "chunk_start": start, "t": time.perf_counter() - t0})
