@@ -111,6 +111,36 @@ def nve_drift(atoms, calc, ps: float, dt_fs: float, temperature: float, seed: in
             "ms_per_step": 1000 * (time.perf_counter() - t0) / max(len(e) - 1, 1)}
 
 
+def gfn2_reference(name: str, starts: list, force_frames: list, qm_calc, args, workdir: pathlib.Path):
+    """GFN2 minima (BFGS from every start), their frequencies and GFN2 forces on force_frames; cached in --out."""
+    key = f"{len(starts)}-{args.fmax}-{args.steps}-{len(force_frames)}"
+    cache = args.out / f"{name}_gfn2_reference_{key}.npz"
+    if cache.is_file():
+        z = np.load(cache)
+        refs = []
+        for k, start in enumerate(starts):
+            at = start.copy()
+            at.positions = z[f"pos{k}"]
+            refs.append({"atoms": at, "energy": float(z["energy"][k]), "converged": bool(z["converged"][k]),
+                         "freq": z[f"freq{k}"]})
+        return refs, z["forces"]
+    refs = []
+    for k, start in enumerate(starts):
+        opt, e, conv, n = optimise(start, qm_calc, args.fmax, args.steps)
+        refs.append({"atoms": opt, "energy": e, "converged": conv,
+                     "freq": frequencies(opt, qm_calc, workdir, f"{name}_gfn2_{k}")})
+    forces = []
+    for f in force_frames:
+        at = f.copy()
+        at.calc = qm_calc
+        forces.append(at.get_forces())
+    forces = np.stack(forces)
+    np.savez(cache, energy=np.array([r["energy"] for r in refs]), converged=np.array([r["converged"] for r in refs]),
+             forces=forces, **{f"pos{k}": r["atoms"].positions for k, r in enumerate(refs)},
+             **{f"freq{k}": r["freq"] for k, r in enumerate(refs)})
+    return refs, forces
+
+
 def run_system(name: str, args, qm_calc, workdir: pathlib.Path) -> tuple[list[dict], dict]:
     """All measurements of one system for both methods; returns (rows, frequencies per method)."""
     import ase.io
@@ -118,19 +148,8 @@ def run_system(name: str, args, qm_calc, workdir: pathlib.Path) -> tuple[list[di
     cfg = load_config(config, args.data_dir)
     frames = ase.io.read(cfg.data.dir / f"{cfg.data.system}_validation.xyz", ":")
     starts = [frames[i] for i in np.linspace(0, len(frames) - 1, args.starts).round().astype(int)]
-    # the GFN2 reference: optimise every start once, frequencies of every minimum
-    refs = []
-    for k, start in enumerate(starts):
-        opt, e, conv, n = optimise(start, qm_calc, args.fmax, args.steps)
-        refs.append({"atoms": opt, "energy": e, "converged": conv,
-                     "freq": frequencies(opt, qm_calc, workdir, f"{name}_gfn2_{k}")})
+    refs, ref_forces = gfn2_reference(name, starts, frames[:args.force_frames], qm_calc, args, workdir)
     check = torch.tensor(np.stack([f.positions for f in frames[:args.force_frames]]), dtype=torch.float64)
-    ref_forces = []
-    for f in frames[:args.force_frames]:
-        at = f.copy()
-        at.calc = qm_calc
-        ref_forces.append(at.get_forces())
-    ref_forces = np.stack(ref_forces)
     rows, freq = [], {}
     for method in args.methods:
         run = args.runs / f"{name}_{method.lower()}"
@@ -171,7 +190,7 @@ def parity_plot(freqs: dict, system: str, path: pathlib.Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
     top = 0.0
     for method, marker in zip(freqs, ("o", "x", "s")):
         ref = np.concatenate([r for r, _ in freqs[method]])
@@ -181,7 +200,7 @@ def parity_plot(freqs: dict, system: str, path: pathlib.Path) -> None:
         top = max(top, ref.max(), gp.max())
     ax.plot([0, top * 1.05], [0, top * 1.05], "k-", lw=0.7)
     ax.set(xlabel="GFN2-xTB frequency / cm$^{-1}$", ylabel="GP frequency / cm$^{-1}$",
-           title=f"{system}: harmonic frequencies at the optimised minima")
+           title=f"{system}: harmonic frequencies at the minima")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=150)
