@@ -82,7 +82,7 @@ def job_eval(spec: dict) -> dict:
                     model.zero_grad()
                     loss = -mll(model(x), model.train_targets)
                     loss.backward()
-                return float(-loss) * x.shape[0]
+                return float(-loss.detach()) * x.shape[0]
         times = []
         for _ in range(spec["repeats"]):
             _sync(device)

@@ -82,7 +82,7 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
             loss.backward()
             opt.step()
             loss_value = float(loss.detach())
-            if loss_value < best - it.rtol * abs(best):
+            if not math.isfinite(best) or loss_value < best - it.rtol * abs(best):
                 best, stall = loss_value, 0
             else:
                 stall += 1
