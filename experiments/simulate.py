@@ -36,8 +36,7 @@ def load_potential_from_run(config: pathlib.Path, run: pathlib.Path) -> FFLUXPot
     """Energy (and charge, when trained) models of a `tlgp train` run as one potential in eV / angstrom."""
     cfg = load_config(config)
     props = [p for p in cfg.data.properties if p in ENERGY_PROPERTIES + ("q00",)]
-    have = [p for p in props if all((run / "models" / f"{cfg.data.system}_{p}_{a}.pt").is_file()
-                                    for a in cfg.data.atoms)]
+    have = [p for p in props if all(cfg.checkpoint_path(run, a, p).is_file() for a in cfg.data.atoms)]
     return FFLUXPotential(trained_models(cfg, run, have))
 
 

@@ -111,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _pick_gpu()
     trainer = cfg.trainer(method)
     out = cfg.output_dir(args.out)
-    jobs = [(atom, prop) for atom in cfg.data.atoms for prop in cfg.data.properties]
+    jobs = cfg.jobs()
     results_csv = out / "results.csv"
     if shard is not None and shard[1] > 1:
         jobs = shard_jobs(jobs, shard)
@@ -123,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for atom in cfg.data.atoms:
         if atom not in cfg.data.alf:
             _say(f"warning: no ALF for {atom} in [data] alf: FEREBUS .model export skipped", err=True)
-    ckpt = {job: out / "models" / f"{cfg.data.system}_{job[1]}_{job[0]}.pt" for job in jobs}
+    ckpt = {job: cfg.checkpoint_path(out, *job) for job in jobs}
     pending = [job for job in jobs if args.overwrite or not ckpt[job].exists()]
     for job in jobs:
         if job not in pending:
@@ -206,10 +206,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
     """Gather the models of all shards (their checkpoints) into results.csv; rc 1 while some are missing."""
     cfg = load_config(args.config, args.data_dir)
     out = cfg.output_dir(args.out)
-    jobs = [(atom, prop) for atom in cfg.data.atoms for prop in cfg.data.properties]
+    jobs = cfg.jobs()
     rows, missing = [], []
     for atom, prop in jobs:
-        path = out / "models" / f"{cfg.data.system}_{prop}_{atom}.pt"
+        path = cfg.checkpoint_path(out, atom, prop)
         if not path.is_file():
             missing.append(f"{atom} {prop}")
             continue
@@ -247,7 +247,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     sets = _load_sets(cfg)
     seed0 = cfg.direct_trainer().seed
     trainers = {"DL": lambda seed: cfg.trainer("dl", seed=seed), "TL": lambda seed: cfg.trainer("tl", seed=seed)}
-    jobs = [(atom, prop) for atom in cfg.data.atoms for prop in cfg.data.properties]
+    jobs = cfg.jobs()
     summary: list[dict] = []
     runs: list[dict] = []
     try:

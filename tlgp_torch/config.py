@@ -101,6 +101,14 @@ class Config:
             raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
         return self.transfer_trainer(seed) if method == "tl" else self.direct_trainer(seed)
 
+    def jobs(self, properties: list[str] | None = None) -> list[tuple[str, str]]:
+        """(atom, property) of every model of the config, atom-major (the order shards partition)."""
+        return [(atom, prop) for atom in self.data.atoms for prop in (properties or self.data.properties)]
+
+    def checkpoint_path(self, out: pathlib.Path, atom: str, prop: str) -> pathlib.Path:
+        """Where `tlgp train` writes the model of (atom, prop) under the output folder `out`."""
+        return pathlib.Path(out) / "models" / f"{self.data.system}_{prop}_{atom}.pt"
+
     def _data_file(self, pattern: str, atom: str) -> pathlib.Path:
         return self.data.dir / pattern.format(system=self.data.system, atom=atom)
 

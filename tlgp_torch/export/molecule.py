@@ -88,9 +88,7 @@ def export_molecule(models: Sequence[FerebusModel], dest: pathlib.Path, formats:
 
 def trained_models(cfg, out: pathlib.Path, properties: Sequence[str] | None = None) -> list[FerebusModel]:
     """FerebusModels of every (atom, property) of a config from the checkpoints `tlgp train` wrote under out."""
-    props = list(properties or cfg.data.properties)
-    jobs = [(atom, prop) for atom in cfg.data.atoms for prop in props]
-    ckpt = {job: out / "models" / f"{cfg.data.system}_{job[1]}_{job[0]}.pt" for job in jobs}
+    ckpt = {job: cfg.checkpoint_path(out, *job) for job in cfg.jobs(properties)}
     missing = [f"{atom} {prop}" for (atom, prop), path in ckpt.items() if not path.is_file()]
     if missing:
         raise ValueError(f"no trained model under {out / 'models'} for: {', '.join(missing)} "
