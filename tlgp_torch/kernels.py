@@ -6,12 +6,10 @@ import math
 import gpytorch
 import torch
 
-TWO_PI = 2.0 * math.pi
-
 
 def wrap_angle(delta: torch.Tensor) -> torch.Tensor:
     """Wrap angle differences into [-pi, pi] as FEREBUS does: sign(d) * (mod(|d| + pi, 2 pi) - pi)."""
-    return torch.sign(delta) * (torch.remainder(delta.abs() + math.pi, TWO_PI) - math.pi)
+    return torch.sign(delta) * (torch.remainder(delta.abs() + math.pi, 2.0 * math.pi) - math.pi)  # scriptable
 
 
 def scaled_sq_dist(

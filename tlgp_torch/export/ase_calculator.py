@@ -7,14 +7,10 @@ import numpy as np
 import torch
 
 from ..datasets._deps import require
-from ..features import ANGSTROM_TO_BOHR, HARTREE_TO_EV
-from .potential import FFLUXPotential
+from .potential import ENERGY_UNITS, LENGTH_UNITS, FFLUXPotential
 from .saving import load_potential, potential_metadata
 
 __all__ = ["FFLUXCalculator"]
-
-_TO_ANGSTROM = {"angstrom": 1.0, "bohr": ANGSTROM_TO_BOHR}   # angstrom -> potential length unit
-_TO_EV = {"eV": 1.0, "hartree": HARTREE_TO_EV}                 # potential energy unit -> eV
 
 _calculator = require("ase.calculators.calculator", "the ASE calculator")
 
@@ -34,8 +30,9 @@ class FFLUXCalculator(_calculator.Calculator):
             raise ValueError("a scripted or exported potential needs its metadata (load it with load_potential)")
         self.potential, self.metadata = potential, metadata
         self.numbers = np.asarray(metadata["numbers"])
-        self._length = _TO_ANGSTROM[metadata["length_unit"]]
-        self._energy = _TO_EV[metadata["energy_unit"]]
+        # ASE works in angstrom and eV: factors angstrom -> the potential's length unit, its energy unit -> eV
+        self._length = LENGTH_UNITS["angstrom"] / LENGTH_UNITS[metadata["length_unit"]]
+        self._energy = ENERGY_UNITS["eV"] / ENERGY_UNITS[metadata["energy_unit"]]
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=_calculator.all_changes) -> None:
         """Evaluate the potential at atoms.positions (angstrom); results in eV, eV/A and e."""

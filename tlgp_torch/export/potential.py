@@ -1,7 +1,6 @@
 """FFLUXPotential: a molecule's FFLUX GP models as one plain torch module (positions -> energies, charges)."""
 # no `from __future__ import annotations`: TorchScript reads the class annotations below as types
 
-import math
 from typing import Sequence
 
 import torch
@@ -10,6 +9,7 @@ from torch import nn
 from ..data import FerebusModel, cyclic_feature_mask
 from ..features import ANGSTROM_TO_BOHR, HARTREE_TO_EV, non_frame_atoms, parse_atom_name
 from ..features.alf_features import frame_features
+from ..kernels import wrap_angle
 
 __all__ = ["CHARGE_PROPERTY", "ENERGY_PROPERTIES", "FFLUXPotential", "energy_and_forces"]
 
@@ -121,8 +121,7 @@ class FFLUXPotential(nn.Module):
         out = []
         for p in range(len(self.properties)):
             delta = features.unsqueeze(2) - self.x_train[p].unsqueeze(0)  # [F, A, M, D]
-            wrapped = torch.sign(delta) * (torch.remainder(delta.abs() + math.pi, 2 * math.pi) - math.pi)
-            delta = torch.where(self.wrap[p].unsqueeze(0).unsqueeze(2), wrapped, delta)
+            delta = torch.where(self.wrap[p].unsqueeze(0).unsqueeze(2), wrap_angle(delta), delta)
             k = torch.exp(-(delta * delta * self.theta[p].unsqueeze(0).unsqueeze(2)).sum(-1))  # [F, A, M]
             out.append(self.mean[p] + self.prefactor[p] * (k * self.weights[p]).sum(-1))
         return torch.stack(out, dim=1)

@@ -72,7 +72,7 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
     mll = gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
     opt = torch.optim.Adam(model.parameters(), lr=it.lr)
     n = x.shape[0]
-    best, stall, steps, loss_value = math.inf, 0, 0, math.nan
+    best, stall, steps = math.inf, 0, 0
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), _iterative_settings(it):
         torch.manual_seed(it.seed)
@@ -81,9 +81,9 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
             loss = -mll(model(x), model.train_targets)
             loss.backward()
             opt.step()
-            loss_value = float(loss.detach())
-            if not math.isfinite(best) or loss_value < best - it.rtol * abs(best):
-                best, stall = loss_value, 0
+            value = float(loss.detach())
+            if not math.isfinite(best) or value < best - it.rtol * abs(best):
+                best, stall = value, 0
             else:
                 stall += 1
                 if stall >= it.patience:
