@@ -13,6 +13,7 @@ from tlgp_torch.training.iterative import IterativeSettings, choose_relax_path, 
 def test_path_choice_from_memory(caplog):
     cpu = torch.device("cpu")
     assert exact_bytes(1000) == 4 * 8 * 10**6
+    assert exact_bytes(10000) == 1.25 * 8 * 10**8  # the lean path from LEAN_MIN_N points
     assert choose_relax_path("auto", 100, cpu, 0.5) == "exact"
     with caplog.at_level(logging.WARNING):
         assert choose_relax_path("auto", 10**7, cpu, 0.5) == "iterative"  # 3.2 PB of n x n matrices

@@ -1,5 +1,8 @@
 """FFLUX likelihoods: reproduce FEREBUS's reference values; analytic gradient equals autograd."""
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -47,7 +50,7 @@ def _autograd_ll(x, y, u, cyc, kind, learn, nugget):
 
 @pytest.mark.parametrize("kind", ["concentrated", "marginal"])
 @pytest.mark.parametrize("learn", [False, True])
-@pytest.mark.parametrize("cache", [True, False])
+@pytest.mark.parametrize("cache", [True, False, "lean"])
 def test_analytic_gradient_matches_autograd(kind, learn, cache):
     gen = torch.Generator().manual_seed(1)
     n, d = 50, 9
@@ -62,8 +65,10 @@ def test_analytic_gradient_matches_autograd(kind, learn, cache):
     u.requires_grad_()
     ref = _autograd_ll(x, y, u, cyc, kind, learn, 1e-4)
     ref.backward()
-    lik = FFLUXLikelihood(x, y, cyclic=cyc, kind=kind, nugget=1e-4, learn_nugget=learn, cache_bytes=1e9 if cache else 0)
-    assert (lik.cyc_cache is not None) == cache
+    lik = FFLUXLikelihood(x, y, cyclic=cyc, kind=kind, nugget=1e-4, learn_nugget=learn,
+                          cache_bytes=1e9 if cache else 0, lean=cache == "lean")
+    assert (lik.cyc_cache is not None) == (cache is True)
+    lik.block_rows = 7  # several row blocks, the last one short
     ev = lik(u.detach()[None])
     assert float(ev.ll[0]) == pytest.approx(ref.item(), rel=1e-12)
     torch.testing.assert_close(ev.grad[0], u.grad, rtol=1e-9, atol=1e-11)
@@ -84,21 +89,23 @@ def test_batched_groups_equal_single():
         torch.testing.assert_close(ev.grad[i], one.grad[0])
 
 
-def test_duplicate_points_get_jitter_not_nan():
+@pytest.mark.parametrize("lean", [False, True])
+def test_duplicate_points_get_jitter_not_nan(lean):
     """Identical rows make R singular at a tiny nugget: jitter escalation, reported, never NaN."""
     x = torch.rand(20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     x = torch.cat([x, x[:5]])
     y = x.sum(1)
-    ev = FFLUXLikelihood(x, y, nugget=1e-16)(torch.zeros(1, 3))
+    ev = FFLUXLikelihood(x, y, nugget=1e-16, lean=lean)(torch.zeros(1, 3))
     assert bool(ev.jittered[0]) and float(ev.nugget[0]) > 1e-16
     assert torch.isfinite(ev.ll).all() and torch.isfinite(ev.grad).all()
 
 
-def test_hopeless_member_fails_alone():
+@pytest.mark.parametrize("lean", [False, True])
+def test_hopeless_member_fails_alone(lean):
     """The wrapped-difference kernel is not positive definite for long lengthscales on a full circle: such a
     member gets ll = -inf after jitter escalation, the other member is untouched."""
     x = torch.linspace(-math.pi, math.pi, 41, dtype=torch.float64)[:-1, None]
-    lik = FFLUXLikelihood(x, x[:, 0].sin(), cyclic=torch.tensor([True]), nugget=1e-6, max_jitter=1e-4)
+    lik = FFLUXLikelihood(x, x[:, 0].sin(), cyclic=torch.tensor([True]), nugget=1e-6, max_jitter=1e-4, lean=lean)
     ev = lik(torch.tensor([[-2.0], [1.0]], dtype=torch.float64))
     assert ev.failed.tolist() == [True, False] and ev.jittered.tolist() == [True, False]
     assert ev.ll[0] == -math.inf and torch.isfinite(ev.ll[1]) and (ev.grad[0] == 0).all()
@@ -112,3 +119,38 @@ def test_bad_arguments():
         FFLUXLikelihood(x, torch.tensor([1.0, 2.0, float("nan"), 3.0, 4.0], dtype=torch.float64))
     with pytest.raises(ValueError, match="cyclic"):
         FFLUXLikelihood(x, x[:, 0], cyclic=torch.ones(3, dtype=torch.bool))
+
+
+LEAN_PEAK = """
+import sys, torch
+from tlgp_torch.objectives import FFLUXLikelihood
+n, lean = 3000, sys.argv[1] == "lean"
+def status(key):
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
+gen = torch.Generator().manual_seed(0)
+x = torch.rand(n, 6, generator=gen, dtype=torch.float64) * 4 - 2
+x[:, 5] *= 1.6  # a periodic feature that wraps
+lik = FFLUXLikelihood(x, x.sum(1).sin(), cyclic=torch.tensor([0, 0, 0, 0, 0, 1], dtype=torch.bool), lean=lean)
+lik.block_rows = 200  # temporaries of 200 x n (the default is 16 MB: small against a big n x n matrix)
+u = torch.full((1, 6), 1.0, dtype=torch.float64)
+lik(u)  # warm-up: allocator pools and BLAS buffers
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
+base = status("VmRSS")
+ev = lik(u)
+print((status("VmHWM") - base) / (n * n * 8), float(ev.ll[0]), float(ev.grad[0, 0]))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="peak-memory reset needs Linux /proc")
+def test_lean_path_needs_about_one_matrix():
+    """Peak memory of one N=3000 likelihood+gradient: the lean path needs ~1 n x n matrix, the batched one ~4;
+    both give the same numbers."""
+    out = {}
+    for mode in ("lean", "batched"):
+        run = subprocess.run([sys.executable, "-c", LEAN_PEAK, mode], capture_output=True, text=True, check=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        out[mode] = [float(v) for v in run.stdout.split()]
+    assert out["lean"][0] < 1.75 and out["batched"][0] > 3.0, out
+    assert math.isfinite(out["lean"][1])
+    assert out["lean"][1] == pytest.approx(out["batched"][1], rel=1e-12)
+    assert out["lean"][2] == pytest.approx(out["batched"][2], rel=1e-9)

@@ -48,6 +48,21 @@ def rbf_matrix(
     return scaled_sq_dist(x1, x2, theta, cyclic).neg_().exp_()
 
 
+def fill_rbf_matrix(out: torch.Tensor, x: torch.Tensor, theta: torch.Tensor, cyclic: torch.Tensor | None = None,
+                    block_rows: int = 1024) -> torch.Tensor:
+    """Write the FFLUX kernel of x [N, D] with itself into out [N, N], row block by row block (temporaries are
+    block_rows x N, never N x N)."""
+    n = x.shape[0]
+    for i in range(0, n, block_rows):
+        out[i:i + block_rows] = rbf_matrix(x[i:i + block_rows], x, theta, cyclic)
+    return out
+
+
+def block_rows_for(n: int, itemsize: int = 8, block_bytes: int = 2**26) -> int:
+    """Rows per block so one block_rows x n temporary takes about block_bytes."""
+    return max(1, min(n, block_bytes // max(1, n * itemsize)))
+
+
 def lengthscale_to_theta(lengthscale: torch.Tensor) -> torch.Tensor:
     """Convert GPyTorch lengthscales l to FFLUX theta = 1 / (2 l^2)."""
     return 0.5 / lengthscale.pow(2)

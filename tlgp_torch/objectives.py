@@ -13,10 +13,11 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from .kernels import scaled_sq_dist, wrap_angle
+from .kernels import block_rows_for, fill_rbf_matrix, rbf_matrix, scaled_sq_dist, wrap_angle
 
 KINDS = ("concentrated", "marginal")
 LOG_2PI = math.log(2.0 * math.pi)
+LEAN_MIN_N = 4096  # from this N on, members are evaluated in one n x n buffer (see FFLUXLikelihood, lean)
 
 
 class NumericalWarning(RuntimeWarning):
@@ -43,6 +44,9 @@ class FFLUXLikelihood:
     """Batched FFLUX log-likelihood of one or more data sets (groups) with an analytic gradient.
 
     x: [N, D] or [G, N, D]; y: [N] or [G, N]; member_group maps batch members to groups (default: all 0).
+    lean: evaluate each member in a single n x n buffer (kernel, Cholesky factor and inverse in place, the gradient
+    contracted row block by row block with the kernel recomputed), about a quarter of the default path's memory;
+    None (default) turns it on from LEAN_MIN_N points.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class FFLUXLikelihood:
         learn_nugget: bool = False,
         max_jitter: float = 1e-6,
         cache_bytes: float = 2e9,
+        lean: bool | None = None,
     ):
         if kind not in KINDS:
             raise ValueError(f"likelihood kind must be one of {KINDS}, got {kind!r}")
@@ -68,6 +73,8 @@ class FFLUXLikelihood:
             raise ValueError(f"nugget must be positive, got {nugget}")
         self.x, self.y = x, y
         self.n_groups, self.n, self.d = x.shape
+        self.lean = self.n >= LEAN_MIN_N if lean is None else bool(lean)
+        self.block_rows = block_rows_for(self.n, x.element_size(), 2**24 if x.device.type == "cpu" else 2**28)
         self.kind, self.nugget, self.learn_nugget, self.max_jitter = kind, float(nugget), learn_nugget, max_jitter
         cyc = torch.zeros(self.d, dtype=torch.bool) if cyclic is None else torch.as_tensor(cyclic, dtype=torch.bool)
         if cyc.numel() != self.d:
@@ -83,7 +90,7 @@ class FFLUXLikelihood:
         n_cyc = int(self.cyc_idx.numel())
         need = self.n_groups * n_cyc * self.n * self.n * x.element_size()
         self.cyc_cache = None
-        if n_cyc and need <= cache_bytes:
+        if n_cyc and need <= cache_bytes and not self.lean:
             xc = x[..., self.cyc_idx]  # [G, N, Dc]
             self.cyc_cache = wrap_angle(xc.transpose(-1, -2).unsqueeze(-1) - xc.transpose(-1, -2).unsqueeze(-2)).pow_(2)
         # On the CPU a batch is evaluated a few members at a time: n x n buffers of tens of MB come from fresh
@@ -125,37 +132,27 @@ class FFLUXLikelihood:
             groups = torch.zeros(b, dtype=torch.long, device=params.device)
         else:
             groups = member_group if members is None else member_group[members]
-        if b > self.members_per_call:
-            step = self.members_per_call
+        if b > self.members_per_call or (self.lean and b > 1):
+            step = 1 if self.lean else self.members_per_call
             parts = [self._evaluate(params[i:i + step], groups[i:i + step], grad) for i in range(0, b, step)]
             return Evaluation(**{f.name: None if getattr(parts[0], f.name) is None
                                  else torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Evaluation)})
         return self._evaluate(params, groups, grad)
 
     def _evaluate(self, params: torch.Tensor, groups: torch.Tensor, grad: bool) -> Evaluation:
-        """One batched evaluation of members with data groups `groups`."""
+        """One batched evaluation of members with data groups `groups` (the lean path: one member)."""
+        if self.lean:
+            return self._evaluate_lean(params, groups, grad)
+        return self._evaluate_batched(params, groups, grad)
+
+    def _evaluate_batched(self, params: torch.Tensor, groups: torch.Tensor, grad: bool) -> Evaluation:
+        """One batched evaluation: K, its Cholesky factor and R^-1 for every member at once."""
         b = params.shape[0]
         theta, nug = self.split(params)
-        n = self.n
         K = self.sq_dist(theta, groups).neg_().exp_()
         L, nug_eff, jittered, failed = self._cholesky(K, nug)
-        y = self.y[groups]
-        ones = torch.ones_like(y)
-        # one solve gives both objectives: GLS mean (concentrated) and training mean (marginal)
-        sol = torch.cholesky_solve(torch.stack([y, ones], -1), L)
-        logdet = 2.0 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-        mu_gls = sol[..., 0].sum(-1) / sol[..., 1].sum(-1)
-        a_gls = sol[..., 0] - mu_gls.unsqueeze(-1) * sol[..., 1]
-        sigma2_gls = ((y - mu_gls.unsqueeze(-1)) * a_gls).sum(-1) / n
-        ll_conc = -0.5 * n * sigma2_gls.log() - 0.5 * logdet
-        mu_bar = y.mean(-1)
-        a_bar = sol[..., 0] - mu_bar.unsqueeze(-1) * sol[..., 1]
-        quad_bar = ((y - mu_bar.unsqueeze(-1)) * a_bar).sum(-1)
-        ll_marg = -0.5 * quad_bar - 0.5 * logdet - 0.5 * n * LOG_2PI
-        if self.kind == "concentrated":
-            ll, mu, a, sigma2, scale = ll_conc, mu_gls, a_gls, sigma2_gls, 1.0 / sigma2_gls
-        else:
-            ll, mu, a, sigma2, scale = ll_marg, mu_bar, a_bar, quad_bar / n, torch.ones_like(quad_bar)
+        st = self._statistics(L, self.y[groups])
+        a, scale = st["a"], st["scale"]
         g = None
         if grad:
             # M = (a a^T / s - R^-1) o K; dll/du_d = -1/2 theta_d sum_ij M_ij Delta_ij,d^2
@@ -175,15 +172,108 @@ class FFLUXLikelihood:
                 g[:, self.cyc_idx] = -0.5 * theta[:, self.cyc_idx] * self._cyc_contract(M, groups)
             if self.learn_nugget:
                 g[:, self.d] = 0.5 * nug_eff * trace_w
+        return self._finish(st, g, nug_eff, jittered, failed)
+
+    def _statistics(self, L: torch.Tensor, y: torch.Tensor) -> dict:
+        """Both objectives from the lower Cholesky factor L [b, N, N] (lower triangle read only) of members with
+        targets y [b, N]."""
+        n = self.n
+        # one solve gives both objectives: GLS mean (concentrated) and training mean (marginal); two triangular
+        # solves instead of cholesky_solve, which copies L
+        z = torch.linalg.solve_triangular(L, torch.stack([y, torch.ones_like(y)], -1), upper=False)
+        sol = torch.linalg.solve_triangular(L.mT, z, upper=True)
+        logdet = 2.0 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        mu_gls = sol[..., 0].sum(-1) / sol[..., 1].sum(-1)
+        a_gls = sol[..., 0] - mu_gls.unsqueeze(-1) * sol[..., 1]
+        sigma2_gls = ((y - mu_gls.unsqueeze(-1)) * a_gls).sum(-1) / n
+        ll_conc = -0.5 * n * sigma2_gls.log() - 0.5 * logdet
+        mu_bar = y.mean(-1)
+        a_bar = sol[..., 0] - mu_bar.unsqueeze(-1) * sol[..., 1]
+        quad_bar = ((y - mu_bar.unsqueeze(-1)) * a_bar).sum(-1)
+        ll_marg = -0.5 * quad_bar - 0.5 * logdet - 0.5 * n * LOG_2PI
+        st = {"ll_conc": ll_conc, "ll_marg": ll_marg, "mu_gls": mu_gls}
+        if self.kind == "concentrated":
+            st.update(ll=ll_conc, mu=mu_gls, a=a_gls, sigma2=sigma2_gls, scale=1.0 / sigma2_gls)
+        else:
+            st.update(ll=ll_marg, mu=mu_bar, a=a_bar, sigma2=quad_bar / n, scale=torch.ones_like(quad_bar))
+        return st
+
+    @staticmethod
+    def _finish(st: dict, g, nug_eff, jittered, failed) -> Evaluation:
+        """The Evaluation of statistics st, with ll = -inf and a zero gradient for failed members."""
+        ll, ll_conc, ll_marg = st["ll"], st["ll_conc"], st["ll_marg"]
         if bool(failed.any()):
-            ll = torch.where(failed, torch.full_like(ll, -math.inf), ll)
+            ninf = torch.full_like(ll, -math.inf)
+            ll, ll_conc, ll_marg = (torch.where(failed, ninf, v) for v in (ll, ll_conc, ll_marg))
             if g is not None:
                 g[failed] = 0.0
-        if bool(failed.any()):
-            ll_conc = torch.where(failed, torch.full_like(ll, -math.inf), ll_conc)
-            ll_marg = torch.where(failed, torch.full_like(ll, -math.inf), ll_marg)
-        return Evaluation(ll=ll, grad=g, mean=mu, sigma2=sigma2, nugget=nug_eff, jittered=jittered, failed=failed,
-                          ll_concentrated=ll_conc, ll_marginal=ll_marg, mean_gls=mu_gls)
+        return Evaluation(ll=ll, grad=g, mean=st["mu"], sigma2=st["sigma2"], nugget=nug_eff, jittered=jittered,
+                          failed=failed, ll_concentrated=ll_conc, ll_marginal=ll_marg, mean_gls=st["mu_gls"])
+
+    def _evaluate_lean(self, params: torch.Tensor, groups: torch.Tensor, grad: bool) -> Evaluation:
+        """One member in one n x n buffer A: K, then its Cholesky factor, then R^-1, all in place (LAPACK works on
+        the column-major view A.mT without a copy); the gradient is contracted row block by row block with the
+        kernel rows recomputed, so the only other memory is a few block_rows x n temporaries."""
+        theta, nug = self.split(params)
+        grp, n, bs = int(groups[0]), self.n, self.block_rows
+        xg, y = self.x[grp], self.y[groups]
+        cyc = self.cyc if bool(self.cyc.any()) else None
+        A = torch.empty(n, n, dtype=xg.dtype, device=xg.device)
+        At = A.mT
+        info = torch.empty((), dtype=torch.int32, device=xg.device)
+        nug_eff, start = nug.clone(), float(nug[0])
+        jittered = torch.zeros(1, dtype=torch.bool, device=xg.device)
+        failed = torch.zeros_like(jittered)
+        while True:
+            fill_rbf_matrix(A, xg, theta[0], cyc, bs)
+            A.diagonal().add_(nug_eff[0])
+            torch.linalg.cholesky_ex(At, out=(At, info))
+            if int(info) == 0:
+                break
+            jittered[0] = True
+            nug_eff = nug_eff * 10.0
+            if float(nug_eff[0]) > max(self.max_jitter, start):
+                failed[0] = True
+                A.zero_().diagonal().fill_(1.0)  # L = I: finite statistics, ll reported as -inf
+                break
+        st = self._statistics(At.unsqueeze(0), y)
+        g = None
+        if grad:
+            g = params.new_zeros(1, self.n_params)
+            if not bool(failed[0]):
+                g[0] = self._lean_gradient(A, xg, theta[0], st["a"][0], st["scale"][0], float(nug_eff[0]))
+        return self._finish(st, g, nug_eff, jittered, failed)
+
+    def _lean_gradient(self, A: torch.Tensor, xg: torch.Tensor, theta: torch.Tensor, a: torch.Tensor,
+                       scale: torch.Tensor, nug: float) -> torch.Tensor:
+        """dll/du from the Cholesky factor in A.mT: A becomes R^-1 in place, then each row block of
+        M = (a a^T scale - R^-1) o K is formed in place and contracted with the squared differences."""
+        n, d, bs = self.n, self.d, self.block_rows
+        At = A.mT
+        torch.cholesky_inverse(At, out=At)  # symmetric: the rows of A are the rows of R^-1
+        lin_idx = torch.nonzero(self.lin).flatten()
+        xl = xg[:, lin_idx]
+        contr = xg.new_zeros(lin_idx.numel())
+        cyc_sum = xg.new_zeros(self.cyc_idx.numel())
+        trace_w = xg.new_zeros(())
+        cyc = self.cyc if bool(self.cyc.any()) else None
+        for i in range(0, n, bs):
+            j = min(i + bs, n)
+            Mb = A[i:j].neg_().addr_(a[i:j], a * scale)  # W rows: a a^T scale - R^-1
+            trace_w += Mb.diagonal(offset=i).sum()
+            Mb.mul_(rbf_matrix(xg[i:j], xg, theta, cyc))
+            if lin_idx.numel():
+                xb = xl[i:j]
+                contr += 2.0 * (Mb.sum(-1).unsqueeze(-1) * xb.pow(2)).sum(0) - 2.0 * (xb * (Mb @ xl)).sum(0)
+            for k, dd in enumerate(self.cyc_idx.tolist()):
+                delta = wrap_angle(xg[i:j, dd].unsqueeze(-1) - xg[:, dd].unsqueeze(-2)).pow_(2)
+                cyc_sum[k] += (Mb * delta).sum()
+        g = xg.new_zeros(self.n_params)
+        g[lin_idx] = -0.5 * theta[lin_idx] * contr
+        g[self.cyc_idx] = -0.5 * theta[self.cyc_idx] * cyc_sum
+        if self.learn_nugget:
+            g[d] = 0.5 * nug * trace_w
+        return g
 
     def _cyc_contract(self, M: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         """sum_ij M_ij wrap(Delta_ij,d)^2 for each periodic feature d: [b, Dc]."""

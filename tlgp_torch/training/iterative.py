@@ -11,6 +11,7 @@ import gpytorch
 import torch
 
 from ..device import memory_budget
+from ..objectives import LEAN_MIN_N
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,9 @@ class IterativeSettings:
 
 
 def exact_bytes(n: int, members: int = 1, itemsize: int = 8) -> int:
-    """Memory of one exact likelihood+gradient evaluation: K, L, R^-1 and a temporary n x n per member."""
-    return 4 * members * n * n * itemsize
+    """Memory of one exact likelihood+gradient evaluation: K, L, R^-1 and a temporary n x n per member, or from
+    LEAN_MIN_N points on the lean path's single n x n buffer (+ a quarter for row-block temporaries)."""
+    return int((1.25 if n >= LEAN_MIN_N else 4) * members * n * n * itemsize)
 
 
 def choose_relax_path(path: str, n: int, device: torch.device, fraction: float) -> str:
@@ -99,11 +101,12 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
 
 
 def final_weights(x, y, cyclic, params: dict, model, it: IterativeSettings) -> torch.Tensor:
-    """FFLUX weights R^-1 (y - mean): one Cholesky when a single n x n factor fits the memory budget (gpytorch's CG
-    stalls near a relative residual of 1e-5 on these ill-conditioned matrices), else a CG solve (warned)."""
+    """FFLUX weights R^-1 (y - mean): one in-place Cholesky when a single n x n buffer fits the memory budget
+    (gpytorch's CG stalls near a relative residual of 1e-5 on these ill-conditioned matrices), else a CG solve
+    (warned)."""
     from ..predict import fflux_weights
     n = x.shape[0]
-    if n * n * x.element_size() * 2 <= memory_budget(x.device, 0.8):
+    if n * n * x.element_size() * 1.1 <= memory_budget(x.device, 0.8):
         return fflux_weights(x, y, params["theta"].reshape(-1), params["mean"], params["nugget"], cyclic)
     log.warning("N=%d: FFLUX weights by CG (no room for one Cholesky factor); expect ~1e-3 relative error", n)
     with torch.no_grad(), _iterative_settings(it), gpytorch.settings.cg_tolerance(it.weights_tolerance), \
