@@ -4,6 +4,7 @@ import torch
 
 from tlgp_torch.data import read_ichor_csv
 from tlgp_torch.objectives import FFLUXLikelihood
+from tlgp_torch.optim import StoppingRule
 from tlgp_torch.training import DirectTrainer, TransferTrainer
 from tlgp_torch.training.fitting import final_states
 
@@ -88,3 +89,34 @@ def test_molecule_as_one_batched_gpytorch_model(water_tasks, convention):
             one = gpytorch.mlls.ExactMarginalLogLikelihood(single.likelihood, single)(
                 single(*single.train_inputs), single.train_targets)
         assert float(batched_mll[b]) == pytest.approx(float(one), rel=1e-9)
+
+
+def _periodic_tasks():
+    """Two synthetic tasks with periodic features: in the first, feature 2 crosses the -pi/pi seam (it wraps);
+    in the second it spans less than pi (it never wraps), so the batch flags it as wrapping and a lone fit does not."""
+    gen = torch.Generator().manual_seed(11)
+    cyc = torch.tensor([False, False, True, True])
+    tasks = []
+    for span in (2 * torch.pi, 2.0):
+        x = torch.rand(40, 4, generator=gen, dtype=torch.float64)
+        x[:, 2] = (x[:, 2] - 0.5) * span * 0.999
+        x[:, 3] = x[:, 3] - 0.5
+        y = (3 * x[:, 0]).sin() + x[:, 1] ** 2 + (2 * x[:, 2]).cos() + (5 * x[:, 3]).sin()
+        tasks.append(((x, y, cyc), None))
+    return tasks
+
+
+@pytest.mark.parametrize("trainer", [DirectTrainer(restarts=2, seed=1, stop=StoppingRule(max_iter=60)),
+                                     TransferTrainer(seed=1, source_size=0.5, stop=StoppingRule(max_iter=60))],
+                         ids=["DL", "TL"])
+def test_batched_equals_one_by_one_bit_for_bit(trainer):
+    """On the CPU a model does not depend on which other models share its batch, to the last bit: every
+    evaluation is elementwise-identical (periodic features add a correction that is exactly 0 where they do
+    not wrap), so the optimisers take the same steps. Tolerances would hide the chaotic divergence of L-BFGS
+    paths in multimodal likelihoods, which moved validation MAEs by up to 2.8% before."""
+    tasks = _periodic_tasks()
+    batched = trainer.fit_many(tasks)
+    for task, b in zip(tasks, batched):
+        alone = trainer.fit_many([task])[0]
+        assert torch.equal(b.theta, alone.theta)
+        assert b.ll_concentrated == alone.ll_concentrated and b.n_full_evals == alone.n_full_evals

@@ -5,7 +5,8 @@ import gpytorch
 import pytest
 import torch
 
-from tlgp_torch.kernels import CyclicRBFKernel, lengthscale_to_theta, rbf_matrix, wrap_angle
+from tlgp_torch.kernels import (CyclicRBFKernel, lengthscale_to_theta, rbf_matrix, scaled_sq_dist, wrap_angle,
+                                wrap_correction)
 
 
 def test_wrap_angle_values():
@@ -91,3 +92,19 @@ def test_batch_shape_kernel():
 def test_mask_length_checked():
     with pytest.raises(ValueError, match="cyclic mask"):
         CyclicRBFKernel(cyclic=torch.ones(3, dtype=torch.bool), ard_num_dims=2)
+
+
+def test_periodic_flag_changes_no_bit_where_nothing_wraps():
+    """wrap_correction is exactly 0 for |delta| <= pi, so flagging a feature that never wraps as periodic changes
+    no bit of the distances, and where it wraps the distance is FEREBUS's wrapped one."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.rand(30, 3, generator=gen, dtype=torch.float64) * 3.0 - 1.5   # spans < pi
+    theta = torch.rand(3, generator=gen, dtype=torch.float64) + 0.1
+    flagged = scaled_sq_dist(x, x, theta, torch.tensor([False, True, True]))
+    assert torch.equal(flagged, scaled_sq_dist(x, x, theta))
+    x[:, 2] = (torch.rand(30, generator=gen, dtype=torch.float64) * 2 - 1) * math.pi  # crosses the seam
+    wrapped = scaled_sq_dist(x, x, theta, torch.tensor([False, False, True]))
+    delta = x.unsqueeze(1) - x.unsqueeze(0)
+    delta[..., 2] = wrap_angle(delta[..., 2])
+    torch.testing.assert_close(wrapped, (delta.pow(2) * theta).sum(-1), rtol=1e-12, atol=1e-12)
+    assert bool((wrap_correction(torch.tensor([-math.pi, 0.5, math.pi], dtype=torch.float64)) == 0).all())

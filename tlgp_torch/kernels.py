@@ -12,32 +12,36 @@ def wrap_angle(delta: torch.Tensor) -> torch.Tensor:
     return torch.sign(delta) * (torch.remainder(delta.abs() + math.pi, 2.0 * math.pi) - math.pi)  # scriptable
 
 
+def wrap_correction(delta: torch.Tensor) -> torch.Tensor:
+    """wrap_angle(delta)^2 - delta^2: exactly 0 where |delta| <= pi (no wrap), so a periodic feature that never
+    wraps gives bit-for-bit the numbers of a plain one."""
+    return torch.where(delta.abs() > math.pi, wrap_angle(delta).pow(2) - delta.pow(2), torch.zeros_like(delta))
+
+
 def scaled_sq_dist(
     x1: torch.Tensor, x2: torch.Tensor, theta: torch.Tensor, cyclic: torch.Tensor | None = None
 ) -> torch.Tensor:
     """sum_d theta_d delta_d^2 for all pairs ([..., n, D], [..., m, D], theta [..., D]) -> [..., n, m].
 
-    Non-periodic dimensions go through one matmul; periodic ones are wrapped elementwise.
+    Every feature goes through one matmul; periodic ones then add theta_d wrap_correction(delta_d), which is
+    zero for pairs that do not wrap. The result therefore does not depend on which periodic features are
+    flagged as possibly wrapping (e.g. on which other data sets share a batch).
     """
     theta = theta.unsqueeze(-2)  # [..., 1, D]
-    has_cyc = cyclic is not None and bool(cyclic.any())
-    lin = ~cyclic.to(x1.device) if has_cyc else None
-    s = theta.sqrt() if lin is None else theta[..., lin].sqrt()
-    a = (x1 if lin is None else x1[..., lin]) * s
-    b = (x2 if lin is None else x2[..., lin]) * s
+    s = theta.sqrt()
+    a, b = x1 * s, x2 * s
     # |a|^2 + |b|^2 - 2 a.b in one fused batched matmul, then in place
     batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2], theta.shape[:-2])
-    if a.shape[-1] == 0:  # every feature periodic
-        a, b = a.new_zeros(*a.shape[:-1], 1), b.new_zeros(*b.shape[:-1], 1)
     a = a.expand(*batch, *a.shape[-2:]).reshape(-1, *a.shape[-2:])
     b = b.expand(*batch, *b.shape[-2:]).reshape(-1, *b.shape[-2:])
     sq = a.pow(2).sum(-1, keepdim=True) + b.pow(2).sum(-1).unsqueeze(-2)
     dist = torch.baddbmm(sq, a, b.transpose(-1, -2), alpha=-2.0).clamp_min_(0.0)
     dist = dist.reshape(*batch, *dist.shape[-2:])
-    if has_cyc:
+    if cyclic is not None and bool(cyclic.any()):
         for d in torch.nonzero(cyclic, as_tuple=False).flatten().tolist():
-            delta = wrap_angle(x1[..., :, d].unsqueeze(-1) - x2[..., :, d].unsqueeze(-2))
-            dist += theta[..., d].unsqueeze(-1) * delta.pow_(2)
+            corr = wrap_correction(x1[..., :, d].unsqueeze(-1) - x2[..., :, d].unsqueeze(-2))
+            dist += theta[..., d].unsqueeze(-1) * corr
+        dist.clamp_min_(0.0)
     return dist
 
 

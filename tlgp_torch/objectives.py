@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from .kernels import block_rows_for, fill_rbf_matrix, rbf_matrix, scaled_sq_dist, wrap_angle
+from .kernels import block_rows_for, fill_rbf_matrix, rbf_matrix, scaled_sq_dist, wrap_correction
 
 KINDS = ("concentrated", "marginal")
 LOG_2PI = math.log(2.0 * math.pi)
@@ -79,20 +79,21 @@ class FFLUXLikelihood:
         cyc = torch.zeros(self.d, dtype=torch.bool) if cyclic is None else torch.as_tensor(cyclic, dtype=torch.bool)
         if cyc.numel() != self.d:
             raise ValueError(f"cyclic mask has {cyc.numel()} entries for {self.d} features")
-        # a periodic feature whose values span <= pi never wraps: treat it as linear (one matmul, no cache)
+        # Every feature goes through the matmul; a periodic one that can wrap adds theta_d * wrap_correction, which
+        # is exactly 0 for pairs that do not wrap. One whose values span <= pi never wraps: it needs no correction
+        # (skipping it changes no bit, so results do not depend on which data sets share a batch).
         if bool(cyc.any()):
             span = (x.amax(dim=(0, 1)) - x.amin(dim=(0, 1))).cpu()
             cyc = cyc & (span > math.pi)
         self.cyc = cyc.to(x.device)
-        self.lin = ~self.cyc
         self.cyc_idx = torch.nonzero(self.cyc).flatten()
-        # Wrapped squared differences of the periodic features do not depend on theta: cache them.
+        # The corrections do not depend on theta: cache them when they fit.
         n_cyc = int(self.cyc_idx.numel())
         need = self.n_groups * n_cyc * self.n * self.n * x.element_size()
         self.cyc_cache = None
         if n_cyc and need <= cache_bytes and not self.lean:
-            xc = x[..., self.cyc_idx]  # [G, N, Dc]
-            self.cyc_cache = wrap_angle(xc.transpose(-1, -2).unsqueeze(-1) - xc.transpose(-1, -2).unsqueeze(-2)).pow_(2)
+            xc = x[..., self.cyc_idx].transpose(-1, -2)  # [G, Dc, N]
+            self.cyc_cache = wrap_correction(xc.unsqueeze(-1) - xc.unsqueeze(-2))  # [G, Dc, N, N]
         # On the CPU a batch is evaluated a few members at a time: n x n buffers of tens of MB come from fresh
         # mmaps (page faults on every call) and fall out of cache, which made batched fits slower than one by one.
         per_member = self.n * self.n * x.element_size()
@@ -113,15 +114,15 @@ class FFLUXLikelihood:
         return theta, nug
 
     def sq_dist(self, theta: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        """sum_d theta_d Delta_d^2 for each member: [b, N, N]."""
+        """sum_d theta_d Delta_d^2 for each member: [b, N, N] (the same bits as kernels.scaled_sq_dist)."""
         xg = self.x[groups]
         if self.cyc_cache is None:
             return scaled_sq_dist(xg, xg, theta, self.cyc if bool(self.cyc.any()) else None)
-        dist = scaled_sq_dist(xg[..., self.lin], xg[..., self.lin], theta[:, self.lin])
-        tc = theta[:, self.cyc_idx]
-        for i, g in enumerate(groups.tolist()):
-            dist[i] += torch.tensordot(tc[i], self.cyc_cache[g], dims=1)
-        return dist
+        dist = scaled_sq_dist(xg, xg, theta)
+        for k, d in enumerate(self.cyc_idx.tolist()):  # the order and arithmetic of scaled_sq_dist's corrections
+            for i, g in enumerate(groups.tolist()):
+                dist[i] += theta[i, d] * self.cyc_cache[g, k]
+        return dist.clamp_min_(0.0)
 
     def __call__(self, params: torch.Tensor, members: torch.Tensor | None = None, grad: bool = True,
                  member_group: torch.Tensor | None = None) -> Evaluation:
@@ -162,14 +163,10 @@ class FFLUXLikelihood:
             M = W.mul_(K)
             g = params.new_zeros(b, self.n_params)
             xg = self.x[groups]
-            lin_idx = torch.nonzero(self.lin).flatten()
-            if lin_idx.numel():
-                xl = xg[..., lin_idx]
-                rows = M.sum(-1)
-                contr = 2.0 * (rows.unsqueeze(-1) * xl.pow(2)).sum(-2) - 2.0 * (xl * (M @ xl)).sum(-2)
-                g[:, lin_idx] = -0.5 * theta[:, lin_idx] * contr
+            contr = 2.0 * (M.sum(-1).unsqueeze(-1) * xg.pow(2)).sum(-2) - 2.0 * (xg * (M @ xg)).sum(-2)
             if self.cyc_idx.numel():
-                g[:, self.cyc_idx] = -0.5 * theta[:, self.cyc_idx] * self._cyc_contract(M, groups)
+                contr[:, self.cyc_idx] += self._cyc_contract(M, groups)
+            g[:, : self.d] = -0.5 * theta * contr
             if self.learn_nugget:
                 g[:, self.d] = 0.5 * nug_eff * trace_w
         return self._finish(st, g, nug_eff, jittered, failed)
@@ -251,10 +248,7 @@ class FFLUXLikelihood:
         n, d, bs = self.n, self.d, self.block_rows
         At = A.mT
         torch.cholesky_inverse(At, out=At)  # symmetric: the rows of A are the rows of R^-1
-        lin_idx = torch.nonzero(self.lin).flatten()
-        xl = xg[:, lin_idx]
-        contr = xg.new_zeros(lin_idx.numel())
-        cyc_sum = xg.new_zeros(self.cyc_idx.numel())
+        contr = xg.new_zeros(d)
         trace_w = xg.new_zeros(())
         cyc = self.cyc if bool(self.cyc.any()) else None
         for i in range(0, n, bs):
@@ -262,29 +256,27 @@ class FFLUXLikelihood:
             Mb = A[i:j].neg_().addr_(a[i:j], a * scale)  # W rows: a a^T scale - R^-1
             trace_w += Mb.diagonal(offset=i).sum()
             Mb.mul_(rbf_matrix(xg[i:j], xg, theta, cyc))
-            if lin_idx.numel():
-                xb = xl[i:j]
-                contr += 2.0 * (Mb.sum(-1).unsqueeze(-1) * xb.pow(2)).sum(0) - 2.0 * (xb * (Mb @ xl)).sum(0)
-            for k, dd in enumerate(self.cyc_idx.tolist()):
-                delta = wrap_angle(xg[i:j, dd].unsqueeze(-1) - xg[:, dd].unsqueeze(-2)).pow_(2)
-                cyc_sum[k] += (Mb * delta).sum()
+            xb = xg[i:j]
+            contr += 2.0 * (Mb.sum(-1).unsqueeze(-1) * xb.pow(2)).sum(0) - 2.0 * (xb * (Mb @ xg)).sum(0)
+            for dd in self.cyc_idx.tolist():
+                contr[dd] += (Mb * wrap_correction(xg[i:j, dd].unsqueeze(-1) - xg[:, dd].unsqueeze(-2))).sum()
         g = xg.new_zeros(self.n_params)
-        g[lin_idx] = -0.5 * theta[lin_idx] * contr
-        g[self.cyc_idx] = -0.5 * theta[self.cyc_idx] * cyc_sum
+        g[:d] = -0.5 * theta * contr
         if self.learn_nugget:
             g[d] = 0.5 * nug * trace_w
         return g
 
     def _cyc_contract(self, M: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        """sum_ij M_ij wrap(Delta_ij,d)^2 for each periodic feature d: [b, Dc]."""
+        """sum_ij M_ij wrap_correction(Delta_ij,d) for each periodic feature d that can wrap: [b, Dc]."""
         out = M.new_empty(M.shape[0], self.cyc_idx.numel())
         for i, grp in enumerate(groups.tolist()):
-            if self.cyc_cache is not None:
-                out[i] = self.cyc_cache[grp].reshape(self.cyc_idx.numel(), -1) @ M[i].reshape(-1)
-            else:
-                for j, d in enumerate(self.cyc_idx.tolist()):
+            for k, d in enumerate(self.cyc_idx.tolist()):
+                if self.cyc_cache is not None:
+                    corr = self.cyc_cache[grp, k]
+                else:
                     xd = self.x[grp, :, d]
-                    out[i, j] = (M[i] * wrap_angle(xd.unsqueeze(-1) - xd.unsqueeze(-2)).pow_(2)).sum()
+                    corr = wrap_correction(xd.unsqueeze(-1) - xd.unsqueeze(-2))
+                out[i, k] = (M[i] * corr).sum()
         return out
 
     def _cholesky(self, K: torch.Tensor, nug: torch.Tensor):
