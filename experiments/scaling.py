@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterative-max", type=int, default=4000, help="largest N also trained on the iterative path")
     p.add_argument("--iter-steps", type=int, default=40, help="Adam steps of the iterative relaxation")
     p.add_argument("--exact-ll-max", type=int, default=8000, help="largest N whose results get an exact ll")
+    p.add_argument("--gpytorch-max", type=int, default=10**9, help="largest N of the eval table's gpytorch cells")
     p.add_argument("--d-n", type=int, default=1000, help="N of the vs-D table")
     p.add_argument("--repeats", type=int, default=3, help="repeats of each eval timing (median)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -176,13 +177,17 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for n in args.sizes:
             for impl in ("tlgp", "gpytorch"):
+                if impl == "gpytorch" and n > args.gpytorch_max:
+                    rows.append({"n": n, "impl": impl, "seconds": math.nan, "error": "skipped (--gpytorch-max)"})
+                    continue
                 rows.append(_run(job_eval, {"train": train, "n": n, "prop": args.prop, "impl": impl, "device": dev,
                                             "repeats": args.repeats}))
                 print(_table(rows[-1:], ["n", "impl", "seconds", "peak_gb", "error"]), flush=True)
         for n in args.sizes:
             a = next(r for r in rows if r["n"] == n and r["impl"] == "tlgp")
             b = next(r for r in rows if r["n"] == n and r["impl"] == "gpytorch")
-            a["gpytorch_over_tlgp"] = b["seconds"] / a["seconds"] if a.get("seconds") else math.nan
+            ok = a.get("seconds") and not math.isnan(a["seconds"])
+            a["gpytorch_over_tlgp"] = b["seconds"] / a["seconds"] if ok else math.nan
         print("\none likelihood + gradient (median of %d):" % args.repeats)
         print(_table(rows, ["n", "d", "impl", "seconds", "peak_gb", "gpytorch_over_tlgp", "error"]))
         doc["eval"] = rows
