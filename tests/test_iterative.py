@@ -19,6 +19,10 @@ def test_path_choice_from_memory(caplog):
         assert choose_relax_path("auto", 10**7, cpu, 0.5) == "iterative"  # 3.2 PB of n x n matrices
     assert "iterative" in caplog.text and "relax_path='exact'" in caplog.text
     assert choose_relax_path("exact", 10**7, cpu, 0.5) == "exact"        # the override wins
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert choose_relax_path("auto", 5000, cpu, 0.5) == "exact"      # 0.25 GB: the lean exact path, logged
+    assert "lean" in caplog.text
     with pytest.raises(ValueError, match="relax_path"):
         choose_relax_path("cg", 10, cpu, 0.5)
 

@@ -53,7 +53,11 @@ def choose_relax_path(path: str, n: int, device: torch.device, fraction: float) 
     chosen = "exact" if need <= budget else "iterative"
     if chosen == "iterative":
         log.warning("relaxation of N=%d on %s: the exact path needs %.1f GB > budget %.1f GB: iterative "
-                    "(CG + Lanczos); set relax_path='exact' to override", n, device, need / 1e9, budget / 1e9)
+                    "(CG + Lanczos); set relax_path='exact' to override, or raise memory_fraction",
+                    n, device, need / 1e9, budget / 1e9)
+    elif n >= LEAN_MIN_N:
+        log.info("relaxation of N=%d on %s: exact, lean (one n x n buffer, %.1f GB of a %.1f GB budget)",
+                 n, device, need / 1e9, budget / 1e9)
     return chosen
 
 
