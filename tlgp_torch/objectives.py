@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from .kernels import block_rows_for, fill_rbf_matrix, rbf_matrix, scaled_sq_dist, wrap_correction
+from .linalg import cholesky_in_place, factor_solve
 
 KINDS = ("concentrated", "marginal")
 LOG_2PI = math.log(2.0 * math.pi)
@@ -175,10 +176,8 @@ class FFLUXLikelihood:
         """Both objectives from the lower Cholesky factor L [b, N, N] (lower triangle read only) of members with
         targets y [b, N]."""
         n = self.n
-        # one solve gives both objectives: GLS mean (concentrated) and training mean (marginal); two triangular
-        # solves instead of cholesky_solve, which copies L
-        z = torch.linalg.solve_triangular(L, torch.stack([y, torch.ones_like(y)], -1), upper=False)
-        sol = torch.linalg.solve_triangular(L.mT, z, upper=True)
+        # one solve gives both objectives: GLS mean (concentrated) and training mean (marginal)
+        sol = factor_solve(L, torch.stack([y, torch.ones_like(y)], -1))
         logdet = 2.0 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         mu_gls = sol[..., 0].sum(-1) / sol[..., 1].sum(-1)
         a_gls = sol[..., 0] - mu_gls.unsqueeze(-1) * sol[..., 1]
@@ -216,16 +215,13 @@ class FFLUXLikelihood:
         xg, y = self.x[grp], self.y[groups]
         cyc = self.cyc if bool(self.cyc.any()) else None
         A = torch.empty(n, n, dtype=xg.dtype, device=xg.device)
-        At = A.mT
-        info = torch.empty((), dtype=torch.int32, device=xg.device)
         nug_eff, start = nug.clone(), float(nug[0])
         jittered = torch.zeros(1, dtype=torch.bool, device=xg.device)
         failed = torch.zeros_like(jittered)
         while True:
             fill_rbf_matrix(A, xg, theta[0], cyc, bs)
             A.diagonal().add_(nug_eff[0])
-            torch.linalg.cholesky_ex(At, out=(At, info))
-            if int(info) == 0:
+            if cholesky_in_place(A) == 0:
                 break
             jittered[0] = True
             nug_eff = nug_eff * 10.0
@@ -233,7 +229,7 @@ class FFLUXLikelihood:
                 failed[0] = True
                 A.zero_().diagonal().fill_(1.0)  # L = I: finite statistics, ll reported as -inf
                 break
-        st = self._statistics(At.unsqueeze(0), y)
+        st = self._statistics(A.mT.unsqueeze(0), y)
         g = None
         if grad:
             g = params.new_zeros(1, self.n_params)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .kernels import block_rows_for, fill_rbf_matrix, rbf_matrix
+from .linalg import cholesky_in_place, factor_solve
 
 
 def fflux_weights(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, mean: float | torch.Tensor,
@@ -15,13 +16,11 @@ def fflux_weights(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, mean: f
         A = fill_rbf_matrix(torch.empty(n, n, dtype=x.dtype, device=x.device), x, theta, cyclic,
                             block_rows_for(n, x.element_size(), 2**24))
         A.diagonal().add_(float(nugget))
-        info = torch.empty((), dtype=torch.int32, device=x.device)
-        torch.linalg.cholesky_ex(A.mT, out=(A.mT, info))
-        if int(info):
+        info = cholesky_in_place(A)
+        if info:
             raise torch.linalg.LinAlgError(f"kernel matrix + nugget {float(nugget):.3g} I is not positive definite "
-                                           f"(order-{int(info)} leading minor); raise the nugget")
-        z = torch.linalg.solve_triangular(A.mT, r.unsqueeze(-1), upper=False)  # cholesky_solve would copy L
-        return torch.linalg.solve_triangular(A, z, upper=True).squeeze(-1)
+                                           f"(order-{info} leading minor); raise the nugget")
+        return factor_solve(A.mT, r.unsqueeze(-1)).squeeze(-1)
     K = rbf_matrix(x, x, theta, cyclic)
     nug = torch.as_tensor(nugget, dtype=x.dtype, device=x.device).reshape(-1, 1, 1) if K.dim() == 3 else nugget
     R = K + nug * torch.eye(x.shape[-2], dtype=x.dtype, device=x.device)
