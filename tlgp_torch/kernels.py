@@ -52,19 +52,22 @@ def rbf_matrix(
     return scaled_sq_dist(x1, x2, theta, cyclic).neg_().exp_()
 
 
+def block_rows_for(x: torch.Tensor) -> int:
+    """Rows per block of an x [N, D] kernel so that one block_rows x N temporary takes about 16 MB on the CPU
+    (cache-friendly) or 256 MB on a GPU (big enough to fill it)."""
+    n = x.shape[-2]
+    block_bytes = 2**24 if x.device.type == "cpu" else 2**28
+    return max(1, min(n, block_bytes // (n * x.element_size())))
+
+
 def fill_rbf_matrix(out: torch.Tensor, x: torch.Tensor, theta: torch.Tensor, cyclic: torch.Tensor | None = None,
-                    block_rows: int = 1024) -> torch.Tensor:
+                    block_rows: int | None = None) -> torch.Tensor:
     """Write the FFLUX kernel of x [N, D] with itself into out [N, N], row block by row block (temporaries are
-    block_rows x N, never N x N)."""
-    n = x.shape[0]
-    for i in range(0, n, block_rows):
-        out[i:i + block_rows] = rbf_matrix(x[i:i + block_rows], x, theta, cyclic)
+    block_rows x N, never N x N; default block_rows_for(x))."""
+    bs = block_rows or block_rows_for(x)
+    for i in range(0, x.shape[0], bs):
+        out[i:i + bs] = rbf_matrix(x[i:i + bs], x, theta, cyclic)
     return out
-
-
-def block_rows_for(n: int, itemsize: int = 8, block_bytes: int = 2**26) -> int:
-    """Rows per block so one block_rows x n temporary takes about block_bytes."""
-    return max(1, min(n, block_bytes // max(1, n * itemsize)))
 
 
 def lengthscale_to_theta(lengthscale: torch.Tensor) -> torch.Tensor:

@@ -75,7 +75,7 @@ class FFLUXLikelihood:
         self.x, self.y = x, y
         self.n_groups, self.n, self.d = x.shape
         self.lean = self.n >= LEAN_MIN_N if lean is None else bool(lean)
-        self.block_rows = block_rows_for(self.n, x.element_size(), 2**24 if x.device.type == "cpu" else 2**28)
+        self.block_rows = block_rows_for(x)
         self.kind, self.nugget, self.learn_nugget, self.max_jitter = kind, float(nugget), learn_nugget, max_jitter
         cyc = torch.zeros(self.d, dtype=torch.bool) if cyclic is None else torch.as_tensor(cyclic, dtype=torch.bool)
         if cyc.numel() != self.d:
@@ -87,6 +87,7 @@ class FFLUXLikelihood:
             span = (x.amax(dim=(0, 1)) - x.amin(dim=(0, 1))).cpu()
             cyc = cyc & (span > math.pi)
         self.cyc = cyc.to(x.device)
+        self.cyc_mask = self.cyc if bool(cyc.any()) else None  # what the kernel functions take (None: no wrapping)
         self.cyc_idx = torch.nonzero(self.cyc).flatten()
         # The corrections do not depend on theta: cache them when they fit.
         n_cyc = int(self.cyc_idx.numel())
@@ -118,7 +119,7 @@ class FFLUXLikelihood:
         """sum_d theta_d Delta_d^2 for each member: [b, N, N] (the same bits as kernels.scaled_sq_dist)."""
         xg = self.x[groups]
         if self.cyc_cache is None:
-            return scaled_sq_dist(xg, xg, theta, self.cyc if bool(self.cyc.any()) else None)
+            return scaled_sq_dist(xg, xg, theta, self.cyc_mask)
         dist = scaled_sq_dist(xg, xg, theta)
         for k, d in enumerate(self.cyc_idx.tolist()):  # the order and arithmetic of scaled_sq_dist's corrections
             for i, g in enumerate(groups.tolist()):
@@ -213,13 +214,12 @@ class FFLUXLikelihood:
         theta, nug = self.split(params)
         grp, n, bs = int(groups[0]), self.n, self.block_rows
         xg, y = self.x[grp], self.y[groups]
-        cyc = self.cyc if bool(self.cyc.any()) else None
         A = torch.empty(n, n, dtype=xg.dtype, device=xg.device)
         nug_eff, start = nug.clone(), float(nug[0])
         jittered = torch.zeros(1, dtype=torch.bool, device=xg.device)
         failed = torch.zeros_like(jittered)
         while True:
-            fill_rbf_matrix(A, xg, theta[0], cyc, bs)
+            fill_rbf_matrix(A, xg, theta[0], self.cyc_mask, bs)
             A.diagonal().add_(nug_eff[0])
             if cholesky_in_place(A) == 0:
                 break
@@ -246,12 +246,11 @@ class FFLUXLikelihood:
         torch.cholesky_inverse(At, out=At)  # symmetric: the rows of A are the rows of R^-1
         contr = xg.new_zeros(d)
         trace_w = xg.new_zeros(())
-        cyc = self.cyc if bool(self.cyc.any()) else None
         for i in range(0, n, bs):
             j = min(i + bs, n)
             Mb = A[i:j].neg_().addr_(a[i:j], a * scale)  # W rows: a a^T scale - R^-1
             trace_w += Mb.diagonal(offset=i).sum()
-            Mb.mul_(rbf_matrix(xg[i:j], xg, theta, cyc))
+            Mb.mul_(rbf_matrix(xg[i:j], xg, theta, self.cyc_mask))
             xb = xg[i:j]
             contr += 2.0 * (Mb.sum(-1).unsqueeze(-1) * xb.pow(2)).sum(0) - 2.0 * (xb * (Mb @ xg)).sum(0)
             for dd in self.cyc_idx.tolist():

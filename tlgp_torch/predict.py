@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .kernels import block_rows_for, fill_rbf_matrix, rbf_matrix
+from .kernels import fill_rbf_matrix, rbf_matrix
 from .linalg import cholesky_in_place, factor_solve
 
 
@@ -13,8 +13,7 @@ def fflux_weights(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, mean: f
     r = y - torch.as_tensor(mean, dtype=x.dtype, device=x.device).unsqueeze(-1)
     if x.dim() == 2:  # one model: one n x n buffer, factorised in place (LAPACK works on the column-major view)
         n = x.shape[0]
-        A = fill_rbf_matrix(torch.empty(n, n, dtype=x.dtype, device=x.device), x, theta, cyclic,
-                            block_rows_for(n, x.element_size(), 2**24))
+        A = fill_rbf_matrix(torch.empty(n, n, dtype=x.dtype, device=x.device), x, theta, cyclic)
         A.diagonal().add_(float(nugget))
         info = cholesky_in_place(A)
         if info:
