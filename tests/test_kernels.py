@@ -108,3 +108,16 @@ def test_periodic_flag_changes_no_bit_where_nothing_wraps():
     delta[..., 2] = wrap_angle(delta[..., 2])
     torch.testing.assert_close(wrapped, (delta.pow(2) * theta).sum(-1), rtol=1e-12, atol=1e-12)
     assert bool((wrap_correction(torch.tensor([-math.pi, 0.5, math.pi], dtype=torch.float64)) == 0).all())
+
+
+@pytest.mark.parametrize("reach", [2.0 * math.pi, 7.0 * math.pi])
+def test_wrap_correction_is_ferebus_wrap_squared_minus_delta_squared(reach):
+    """The fast form (-4 pi (|delta| - pi) within 3 pi) and the general fallback (angles more than a period apart)
+    both equal wrap_angle(delta)^2 - delta^2, and are exactly 0 where |delta| <= pi."""
+    gen = torch.Generator().manual_seed(5)
+    delta = (torch.rand(4001, generator=gen, dtype=torch.float64) * 2 - 1) * reach
+    expected = wrap_angle(delta).pow(2) - delta.pow(2)
+    got = wrap_correction(delta)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12 * reach**2)
+    assert bool((got[delta.abs() <= math.pi] == 0).all())
+    assert bool((got[delta.abs() > math.pi + 1e-9] < 0).all())
