@@ -51,3 +51,15 @@ def test_iterative_relaxation_gives_a_consistent_model(water, monkeypatch):
     # measured: 7.2e-5 vs 1.6e-5 Ha. gpytorch's CG/Lanczos estimates are poor on these nearly noise-free kernels
     # (noise floor 1e-6 instead of the exact path's 1e-10 nugget), so the iterative model is ~4x worse
     assert mae < 5 * mae_exact
+
+
+def test_keops_setting_is_checked(monkeypatch):
+    """keops must be auto/on/off; 'on' without pykeops is an ImportError naming the extra, 'auto' falls back."""
+    with pytest.raises(ValueError, match="keops must be one of"):
+        IterativeSettings(keops="yes")
+    import tlgp_torch.keops_kernel as kk
+    monkeypatch.setattr(kk, "keops_available", lambda: False)
+    with pytest.raises(ImportError, match=r"tlgp_torch\[keops\]"):
+        IterativeSettings(keops="on").use_keops()
+    assert IterativeSettings(keops="auto").use_keops() is False
+    assert IterativeSettings(keops="off").use_keops() is False

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 __all__ = ["IterativeSettings", "choose_relax_path", "exact_bytes", "relax_iterative"]
 
 RELAX_PATHS = ("auto", "exact", "iterative")
+KEOPS_MODES = ("auto", "on", "off")
 
 
 @dataclass
@@ -35,6 +36,21 @@ class IterativeSettings:
     patience: int = 10               # stop when the loss has not improved by rtol for this many steps
     rtol: float = 1e-5
     seed: int = 0                    # of the random probe vectors (results are reproducible)
+    keops: str = "auto"              # KeOps kernel products (O(N) memory): "auto" (when pykeops imports), "on", "off"
+
+    def __post_init__(self):
+        if self.keops not in KEOPS_MODES:
+            raise ValueError(f"keops must be one of {KEOPS_MODES}, got {self.keops!r}")
+
+    def use_keops(self) -> bool:
+        """Whether the relaxation uses CyclicRBFKeOpsKernel (raises for keops='on' without pykeops)."""
+        from ..keops_kernel import keops_available
+        if self.keops == "off":
+            return False
+        available = keops_available()
+        if self.keops == "on" and not available:
+            raise ImportError("IterativeSettings(keops='on') needs pykeops: pip install 'tlgp_torch[keops]'")
+        return available
 
 
 def exact_bytes(n: int, members: int = 1, itemsize: int = 8) -> int:
@@ -72,8 +88,12 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
     t0 = time.perf_counter()
     std = float(y.std())
     nugget0 = max(float(nugget0), it.noise_floor * 2)
+    keops = it.use_keops()
+    if not keops:
+        log.info("iterative relaxation of N=%d without KeOps: gpytorch evaluates the dense kernel (several n x n "
+                 "buffers); pip install 'tlgp_torch[keops]' for O(N) memory", x.shape[0])
     model = AnisotropicGP.from_fflux(x, y, theta0, float(y.mean()), nugget0, cyclic=cyclic, convention="gpytorch",
-                                     sigma2=std * std, noise_floor=it.noise_floor)
+                                     sigma2=std * std, noise_floor=it.noise_floor, keops=keops)
     model.train()
     mll = gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
     opt = torch.optim.Adam(model.parameters(), lr=it.lr)
@@ -101,7 +121,7 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
     return {"theta": params["theta"].reshape(-1), "nugget": params["nugget"], "mean": params["mean"],
             "sigma2": params["sigma2"], "weights": weights.detach(),
             "ll_concentrated_estimate": ll_marginal_sigma + 0.5 * n * (1.0 + math.log(2 * math.pi)),
-            "steps": steps, "seconds": time.perf_counter() - t0}
+            "steps": steps, "seconds": time.perf_counter() - t0, "keops": keops}
 
 
 def final_weights(x, y, cyclic, params: dict, model, it: IterativeSettings) -> torch.Tensor:
