@@ -18,6 +18,12 @@ def test_path_choice_from_memory(caplog):
     with caplog.at_level(logging.WARNING):
         assert choose_relax_path("auto", 10**7, cpu, 0.5) == "iterative"  # 3.2 PB of n x n matrices
     assert "iterative" in caplog.text and "relax_path='exact'" in caplog.text
+    import tlgp_torch.keops_kernel as kk
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(kk, "keops_available", lambda: False)
+        choose_relax_path("auto", 10**7, cpu, 0.5)
+    assert "tlgp_torch[keops]" in caplog.text  # the dense iterative path is no memory rescue: say how to get KeOps
     assert choose_relax_path("exact", 10**7, cpu, 0.5) == "exact"        # the override wins
     caplog.clear()
     with caplog.at_level(logging.INFO):

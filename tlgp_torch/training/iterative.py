@@ -68,9 +68,12 @@ def choose_relax_path(path: str, n: int, device: torch.device, fraction: float) 
     need, budget = exact_bytes(n), memory_budget(device, fraction)
     chosen = "exact" if need <= budget else "iterative"
     if chosen == "iterative":
+        from ..keops_kernel import keops_available
         log.warning("relaxation of N=%d on %s: the exact path needs %.1f GB > budget %.1f GB: iterative "
-                    "(CG + Lanczos); set relax_path='exact' to override, or raise memory_fraction",
-                    n, device, need / 1e9, budget / 1e9)
+                    "(CG + Lanczos%s); set relax_path='exact' to override, or raise memory_fraction",
+                    n, device, need / 1e9, budget / 1e9, ", KeOps kernel products" if keops_available() else
+                    "; without pykeops gpytorch stores the dense kernel and its autograd buffers, more than the "
+                    "exact path: pip install 'tlgp_torch[keops]'")
     elif n >= LEAN_MIN_N:
         log.info("relaxation of N=%d on %s: exact, lean (one n x n buffer, %.1f GB of a %.1f GB budget)",
                  n, device, need / 1e9, budget / 1e9)
