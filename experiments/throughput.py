@@ -47,6 +47,11 @@ def members_for(train, B: int, n_points: int) -> list:
     return members
 
 
+def warm_up(trainer, members: list) -> None:
+    """One untimed fit (two members when there are several), so that timed runs do not pay first-call costs."""
+    trainer.fit_many(members[:1] if len(members) == 1 else members[:2])
+
+
 def measure(trainer, members: list, path: str, val, device: torch.device) -> dict:
     """Train the members one by one or batched: wall time, peak memory, and per member theta, ll and validation MAE."""
     if device.type == "cuda":
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         method, B, path, dest = args.worker
         trainer, members = make[method](), members_for(train, int(B), args.n_points)
-        trainer.fit_many(members[:1] if int(B) == 1 else members[:2])  # warm-up, untimed
+        warm_up(trainer, members)
         pathlib.Path(dest).write_text(json.dumps(measure(trainer, members, path, val, device)))
         return 0
     parent_argv = [a for a in argv if a != "--fresh"]
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         for B in args.sizes:
             members = members_for(train, B, args.n_points)
             if not args.fresh:
-                trainer.fit_many(members[:1] if B == 1 else members[:2])  # warm-up, untimed
+                warm_up(trainer, members)
             runs: dict[str, list[dict]] = {path: [] for path in args.paths}
             for rep in range(args.repeats):
                 for path in (args.paths if rep % 2 == 0 else args.paths[::-1]):
