@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from tlgp_torch.data import read_ichor_csv
+from tlgp_torch.iterative_likelihood import IterativeLikelihood
+from tlgp_torch.objectives import FFLUXLikelihood
 from tlgp_torch.predict import fflux_weights
 from tlgp_torch.training import TransferTrainer
 from tlgp_torch.training.iterative import IterativeSettings, choose_relax_path, exact_bytes
@@ -34,29 +36,37 @@ def test_path_choice_from_memory(caplog):
 
 
 @pytest.fixture(scope="module")
-def water(fflux_dir):
-    return (read_ichor_csv(fflux_dir / "WATER_O1_TRAINING_SET.csv", ["iqa"]),
-            read_ichor_csv(fflux_dir / "WATER_O1_VALIDATION_SET.csv", ["iqa"]))
+def methanol(fflux_dir):
+    return (read_ichor_csv(fflux_dir / "METHANOL_C1_TRAINING_SET.csv", ["iqa"]),
+            read_ichor_csv(fflux_dir / "METHANOL_C1_VALIDATION_SET.csv", ["iqa"]))
 
 
-def test_iterative_relaxation_gives_a_consistent_model(water, monkeypatch):
-    """Auto-switched (exact path over budget) iterative TL: reproducible, weights = the Cholesky weights of its
-    own hyperparameters, validation error within 5x of the exact path's."""
-    train, val = water
+def test_iterative_relaxation_matches_the_exact_path(methanol, monkeypatch):
+    """Auto-switched (exact path over budget) iterative TL optimises the exact path's objective at the iterative
+    nugget floor: its result's exact ll is within 0.1 % and its validation MAE within 2 % of the exact path's at
+    that nugget; weights = Cholesky weights. 100 landmarks are too few for this kernel (L-BFGS stalls 3 % below
+    the optimum, measured): the rank doubles to 200 and the relaxation reaches the optimum."""
+    train, val = methanol
     monkeypatch.setattr("tlgp_torch.training.iterative.exact_bytes", lambda n, members=1, itemsize=8: 2**60)
-    trainer = TransferTrainer(seed=0, source_size=0.5, iterative=IterativeSettings(steps=20))
+    it = IterativeSettings(preconditioner_rank=100, trace_samples=32, keops="off")  # KeOps: tests/test_keops.py
+    trainer = TransferTrainer(seed=0, iterative=it)                # default nugget 1e-10: raised to the floor
     res = trainer.fit(train, "iqa")
-    again = trainer.fit(train, "iqa")
-    exact = TransferTrainer(seed=0, source_size=0.5, relax_path="exact").fit(train, "iqa")
+    exact = TransferTrainer(seed=0, relax_path="exact", nugget=it.nugget_floor).fit(train, "iqa")
     assert res.info["relax_path"] == "iterative" and exact.info["relax_path"] == "exact"
-    assert torch.equal(res.theta, again.theta) and res.ll_concentrated == again.ll_concentrated
+    assert res.nugget == it.nugget_floor and res.info["relax_reason"] == "converged" and res.info["relax_iters"] >= 3
+    assert res.info["preconditioner_ranks"] == [100, 200]
+    lik = FFLUXLikelihood(train.x, train.property("iqa"), cyclic=train.cyclic, nugget=it.nugget_floor, max_jitter=0)
+    ll = float(lik(res.theta.log().reshape(1, -1), grad=False).ll[0])
+    # measured: exact ll of the iterative result -0.021 %, its estimate -0.063 % off that, MAE +1.65 %
+    assert abs(ll / exact.ll_concentrated - 1) < 1e-3
+    assert abs(res.ll_concentrated / ll - 1) < 1e-3                 # the reported estimate is honest too
+    exact_mean = float(lik(res.theta.log().reshape(1, -1), grad=False).mean[0])
+    assert abs(res.mean - exact_mean) < 1e-6 * abs(exact_mean)       # final GLS mean by CG to 1e-8 (1.6e-7 measured)
     chol = fflux_weights(res.x_train, res.y_train, res.theta, res.mean, res.nugget, res.cyclic)
-    assert float((res.weights - chol).norm() / chol.norm()) < 1e-4
+    assert float((res.weights - chol).norm() / chol.norm()) < 1e-6
     mae = float((res.predict(val.x) - val.property("iqa")).abs().mean())
     mae_exact = float((exact.predict(val.x) - val.property("iqa")).abs().mean())
-    # measured: 7.2e-5 vs 1.6e-5 Ha. gpytorch's CG/Lanczos estimates are poor on these nearly noise-free kernels
-    # (noise floor 1e-6 instead of the exact path's 1e-10 nugget), so the iterative model is ~4x worse
-    assert mae < 5 * mae_exact
+    assert abs(mae / mae_exact - 1) < 0.02
 
 
 def test_keops_setting_is_checked(monkeypatch):
@@ -69,3 +79,19 @@ def test_keops_setting_is_checked(monkeypatch):
         IterativeSettings(keops="on").use_keops()
     assert IterativeSettings(keops="auto").use_keops() is False
     assert IterativeSettings(keops="off").use_keops() is False
+
+
+def test_iterative_estimate_is_deterministic_and_close_to_exact(methanol):
+    """Same probes and landmarks at every call: equal bits twice; the ll estimate and its gradient are near the
+    exact ones (rank 300 of 636 at a methanol optimum: ll off by 2.1, gradient by 2.3 in norm, measured)."""
+    train, _ = methanol
+    x, y = train.x, train.property("iqa")
+    u = torch.tensor([0.3359, 0.2985, 0.0205, 0.2776, 0.0286, 0.0240, 0.2905, 0.0512, 0.0108, 0.0693, 0.1656,
+                      0.1788], dtype=torch.float64).log()
+    lik = IterativeLikelihood(x, y, train.cyclic, 1e-6, preconditioner_rank=300, trace_samples=32, cg_tolerance=1e-4)
+    a, b = lik(u), lik(u)
+    assert a.ll == b.ll and torch.equal(a.grad, b.grad)
+    exact = FFLUXLikelihood(x, y, cyclic=train.cyclic, nugget=1e-6, max_jitter=0)(u.reshape(1, -1))
+    assert abs(a.ll - float(exact.ll[0])) < 5.0                    # of ll = 4668
+    assert float((a.grad - exact.grad[0]).norm()) < 5.0           # gradient norm ~100 one relaxation step away
+    assert abs(a.mean - float(exact.mean[0])) < 1e-5 * abs(a.mean)  # GLS mean by CG to 1e-4 (2e-6 measured)

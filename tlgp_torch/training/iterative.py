@@ -7,11 +7,11 @@ import math
 import time
 from dataclasses import dataclass
 
-import gpytorch
 import torch
 
 from ..device import memory_budget
 from ..objectives import LEAN_MIN_N
+from ..optim import StoppingRule, batched_lbfgs
 
 log = logging.getLogger(__name__)
 
@@ -23,19 +23,20 @@ KEOPS_MODES = ("auto", "on", "off")
 
 @dataclass
 class IterativeSettings:
-    """gpytorch's iterative path: Adam on the marginal likelihood estimated by CG + stochastic Lanczos."""
+    """gpytorch's iterative path: L-BFGS on the concentrated likelihood estimated by CG + stochastic Lanczos."""
 
-    steps: int = 60                  # Adam steps from the transferred seed
-    lr: float = 0.03
-    cg_tolerance: float = 1e-2       # training solves (gpytorch default 1: too loose for a warm start)
-    max_cg_iterations: int = 2000
-    preconditioner_rank: int = 200   # pivoted Cholesky rank
-    trace_samples: int = 16          # Hutchinson probes of the log-determinant gradient
-    noise_floor: float = 1e-6        # on noise / outputscale: CG converges in ~sqrt(1/noise) iterations
-    weights_tolerance: float = 1e-8  # CG tolerance of the final FFLUX weights solve
-    patience: int = 10               # stop when the loss has not improved by rtol for this many steps
-    rtol: float = 1e-5
-    seed: int = 0                    # of the random probe vectors (results are reproducible)
+    nugget_floor: float = 1e-6       # the nugget is raised to this: CG cannot converge at the exact path's 1e-10
+    cg_tolerance: float = 1e-4       # relative residual of the training solves (1e-6 gave the same estimates)
+    max_cg_iterations: int = 3000
+    preconditioner_rank: int = 500   # landmarks of the Nystroem preconditioner (also the probes' control variate)
+    max_preconditioner_rank: int = 4000  # the rank doubles up to this while L-BFGS stalls on an unreliable gradient
+    stall_gtol: float = 0.01         # stalled: L-BFGS stopped with max |d ll / d log theta| / N above this
+    trace_samples: int = 64          # probe vectors of the log-determinant and its gradient
+    lanczos_iterations: int = 200    # of the stochastic Lanczos quadrature
+    weights_tolerance: float = 1e-8  # CG tolerance of the final FFLUX weights solve (when no Cholesky fits)
+    max_iter: int = 60               # L-BFGS iterations from the transferred seed
+    rtol: float = 1e-5               # stop when ll changes by less than rtol |ll| twice in a row
+    seed: int = 0                    # of the probe vectors: the same at every evaluation (deterministic estimate)
     keops: str = "auto"              # KeOps kernel products (O(N) memory): "auto" (when pykeops imports), "on", "off"
 
     def __post_init__(self):
@@ -81,78 +82,89 @@ def choose_relax_path(path: str, n: int, device: torch.device, fraction: float) 
 
 
 def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | None, theta0: torch.Tensor,
-                    nugget0: float, it: IterativeSettings = IterativeSettings()) -> dict:
-    """Relax one target (x [N, D], y [N]) from theta0 on gpytorch's iterative path.
+                    nugget: float, it: IterativeSettings = IterativeSettings(), lower: torch.Tensor | None = None,
+                    upper: torch.Tensor | None = None, memory: tuple | None = None) -> dict:
+    """Relax one target (x [N, D], y [N]) from theta0 by L-BFGS on the CG/Lanczos estimate of the concentrated ll.
 
-    Returns theta, nugget (noise / outputscale), mean, sigma2, FFLUX weights (final_weights), the marginal
-    log-likelihood estimate (FFLUX units, per the whole set), steps and seconds.
+    The objective is the exact path's (FFLUX concentrated likelihood in log theta, GLS mean, fixed nugget), with
+    the nugget raised to it.nugget_floor; lower/upper bound log theta, memory seeds L-BFGS's curvature pairs.
+    Returns theta, nugget, mean, sigma2, FFLUX weights, the ll estimate, iterations, evaluations and seconds.
     """
-    from ..models import AnisotropicGP
+    from ..iterative_likelihood import IterativeLikelihood
     t0 = time.perf_counter()
-    std = float(y.std())
-    nugget0 = max(float(nugget0), it.noise_floor * 2)
     keops = it.use_keops()
+    n = x.shape[0]
+    nug = max(float(nugget), it.nugget_floor)
+    if nug > float(nugget):
+        log.info("iterative relaxation of N=%d: nugget %.1e raised to the iterative path's floor %.1e", n,
+                 float(nugget), nug)
     if not keops:
         log.info("iterative relaxation of N=%d without KeOps: gpytorch evaluates the dense kernel (several n x n "
-                 "buffers); pip install 'tlgp_torch[keops]' for O(N) memory", x.shape[0])
-    model = AnisotropicGP.from_fflux(x, y, theta0, float(y.mean()), nugget0, cyclic=cyclic, convention="gpytorch",
-                                     sigma2=std * std, noise_floor=it.noise_floor, keops=keops)
-    model.train()
-    mll = gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
-    opt = torch.optim.Adam(model.parameters(), lr=it.lr)
-    n = x.shape[0]
-    best, stall, steps = math.inf, 0, 0
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), _iterative_settings(it):
-        torch.manual_seed(it.seed)
-        for steps in range(1, it.steps + 1):
-            opt.zero_grad()
-            loss = -mll(model(x), model.train_targets)
-            loss.backward()
-            opt.step()
-            value = float(loss.detach())
-            if not math.isfinite(best) or value < best - it.rtol * abs(best):
-                best, stall = value, 0
-            else:
-                stall += 1
-                if stall >= it.patience:
-                    break
-    params = model.fflux_parameters()
-    weights = final_weights(x, y, cyclic, params, model, it)
-    # -loss * n is log N(y_s | .) in standardised units; back to y units, then profile sigma2 as FFLUX does
-    ll_marginal_sigma = -best * n - n * math.log(float(model.y_std))
-    return {"theta": params["theta"].reshape(-1), "nugget": params["nugget"], "mean": params["mean"],
-            "sigma2": params["sigma2"], "weights": weights.detach(),
-            "ll_concentrated_estimate": ll_marginal_sigma + 0.5 * n * (1.0 + math.log(2 * math.pi)),
-            "steps": steps, "seconds": time.perf_counter() - t0, "keops": keops}
+                 "buffers); pip install 'tlgp_torch[keops]' for O(N) memory", n)
+    u = theta0.to(x).log().reshape(1, -1)
+    rank, ranks, evals, iters = min(it.preconditioner_rank, n), [], 0, 0
+    while True:
+        lik = IterativeLikelihood(x, y, cyclic, nug, keops=keops, cg_tolerance=it.cg_tolerance,
+                                  max_cg_iterations=it.max_cg_iterations, preconditioner_rank=rank,
+                                  trace_samples=it.trace_samples, lanczos_iterations=it.lanczos_iterations,
+                                  seed=it.seed)
+
+        def fun(p, members, lik=lik):
+            est = lik(p[0])
+            f = torch.tensor([-est.ll / n], dtype=p.dtype, device=p.device)
+            return (f if math.isfinite(est.ll) else torch.full_like(f, math.inf)), (-est.grad / n).reshape(1, -1)
+
+        res = batched_lbfgs(fun, u, stop=StoppingRule(rtol=it.rtol, max_iter=it.max_iter), lower=lower,
+                            upper=upper, f_scale=n, memory=memory)
+        ranks.append(rank)
+        evals, iters, u, memory = evals + lik.n_evals, iters + int(res.n_iter[0]), res.x, None
+        # a line search that cannot go on while the estimated gradient is large: the estimate's gradient does not
+        # describe the estimate (too few landmarks for this kernel's spectrum): double the rank, continue from here
+        gmax = _projected_gmax(res.x[0], res.grad[0], lower, upper)
+        cap = min(it.max_preconditioner_rank, n)
+        if res.reason[0] == "max_iter" or gmax <= it.stall_gtol or rank >= cap:
+            if gmax > it.stall_gtol and res.reason[0] != "max_iter":
+                log.warning("iterative relaxation of N=%d stalled at preconditioner rank %d (max_preconditioner_rank)"
+                            " with |d ll / d log theta| / N = %.3g: the estimated optimum is unreliable", n, rank,
+                            gmax)
+            break
+        log.warning("iterative relaxation of N=%d: L-BFGS stalled at |d ll / d log theta| / N = %.3g with %d "
+                    "landmarks; continuing with %d", n, gmax, rank, min(2 * rank, cap))
+        rank = min(2 * rank, cap)
+    theta = res.x[0].exp()
+    # mean, sigma2 and ll at the accepted point (the last call may be a rejected trial), solved to the weights'
+    # tolerance: the training solves' 1e-4 leaves ~1e-6 relative error in the GLS mean
+    lik.settings["cg_tolerance"] = it.weights_tolerance
+    final = lik(res.x[0], grad=False)
+    lik.settings["cg_tolerance"] = it.cg_tolerance
+    params = {"theta": theta, "mean": final.mean, "nugget": nug}
+    weights = final_weights(x, y, cyclic, params, lik, it)
+    return {"theta": theta, "nugget": nug, "mean": final.mean, "sigma2": final.sigma2, "weights": weights,
+            "ll_concentrated_estimate": final.ll, "steps": iters, "evals": evals + 1, "ranks": ranks,
+            "reason": res.reason[0], "seconds": time.perf_counter() - t0, "keops": keops}
 
 
-def final_weights(x, y, cyclic, params: dict, model, it: IterativeSettings) -> torch.Tensor:
-    """FFLUX weights R^-1 (y - mean): one in-place Cholesky when a single n x n buffer fits the memory budget
-    (gpytorch's CG stalls near a relative residual of 1e-5 on these ill-conditioned matrices), else a CG solve
-    (warned)."""
+def _projected_gmax(u: torch.Tensor, g: torch.Tensor, lower, upper) -> float:
+    """Largest gradient component of a minimisation at u that a bound does not block."""
+    free = torch.ones_like(g, dtype=torch.bool)
+    if lower is not None:
+        free &= ~((u <= lower.to(u)) & (g > 0))
+    if upper is not None:
+        free &= ~((u >= upper.to(u)) & (g < 0))
+    return float((g * free).abs().max())
+
+
+def final_weights(x, y, cyclic, params: dict, lik, it: IterativeSettings) -> torch.Tensor:
+    """FFLUX weights R^-1 (y - mean): one in-place Cholesky when a single n x n buffer fits the memory budget,
+    else a preconditioned CG solve to it.weights_tolerance (warned)."""
     from ..predict import fflux_weights
     n = x.shape[0]
     if n * n * x.element_size() * 1.1 <= memory_budget(x.device, 0.8):
         return fflux_weights(x, y, params["theta"].reshape(-1), params["mean"], params["nugget"], cyclic)
-    log.warning("N=%d: FFLUX weights by CG (no room for one Cholesky factor); expect ~1e-3 relative error", n)
-    with torch.no_grad(), _iterative_settings(it), gpytorch.settings.cg_tolerance(it.weights_tolerance), \
-            gpytorch.settings.eval_cg_tolerance(it.weights_tolerance):
-        cov = model.likelihood(model(x)).lazy_covariance_matrix  # outputscale * R (standardised units)
-        resid = (y - params["mean"]) / float(model.y_std)
-        w_std = cov.solve(resid.unsqueeze(-1)).squeeze(-1)
-    return w_std * float(model.covar_module.outputscale.detach()) * float(model.y_std)
-
-
-def _iterative_settings(it: IterativeSettings):
-    """gpytorch settings that force CG + Lanczos with a pivoted-Cholesky preconditioner."""
-    from contextlib import ExitStack
-    stack = ExitStack()
-    for ctx in (gpytorch.settings.max_cholesky_size(0), gpytorch.settings.cg_tolerance(it.cg_tolerance),
-                gpytorch.settings.max_cg_iterations(it.max_cg_iterations),
-                gpytorch.settings.max_preconditioner_size(it.preconditioner_rank),
-                gpytorch.settings.num_trace_samples(it.trace_samples),
-                gpytorch.settings.fast_computations(covar_root_decomposition=True, log_prob=True, solves=True)):
-        stack.enter_context(ctx)
-    return stack
-
+    log.warning("N=%d: FFLUX weights by preconditioned CG to a relative residual of %.0e (no room for one "
+                "Cholesky factor)", n, it.weights_tolerance)
+    lik.settings["cg_tolerance"] = it.weights_tolerance
+    with torch.no_grad(), lik.context():
+        w = lik.operator(params["theta"].log()).solve((y - params["mean"]).unsqueeze(-1)).squeeze(-1)
+    lik.settings["cg_tolerance"] = it.cg_tolerance
+    return w

@@ -136,7 +136,7 @@ class TransferTrainer(FitSettings):
         path = choose_relax_path(self.relax_path, n, device, self.memory_fraction)
         if path == "iterative":
             return self._relax_iterative(x, y, cyclic, names, u_seed, times, history, src, m, K, r, k_best, score, f,
-                                         no_source, device)
+                                         no_source, device, bounds, memory)
         with timed(times, "relaxation", device):
             lik = make_likelihood(self, x, y, cyclic)
             rel = optimise(self, lik, u_seed, self.stop, torch.stack([lb for lb, _ in bounds]),
@@ -154,13 +154,19 @@ class TransferTrainer(FitSettings):
                              history, infos, n_source_evals=src_evals.tolist(), source_size=[m] * B)
 
     def _relax_iterative(self, x, y, cyclic, names, u_seed, times, history, src, m, K, r, k_best, score, f,
-                         no_source, device) -> list[TrainResult]:
-        """Relax each task on gpytorch's iterative path (no n x n Cholesky); likelihoods are CG/Lanczos estimates."""
+                         no_source, device, bounds, memory) -> list[TrainResult]:
+        """Relax each task on gpytorch's iterative path (no n x n Cholesky); likelihoods are CG/Lanczos estimates.
+
+        Same objective and bounds as the exact path, nugget fixed at the seed's (raised to the iterative floor);
+        the source's curvature pairs seed L-BFGS unless the nugget was learned (pairs in d+1 dimensions)."""
         B, n, d = x.shape
         states, outs = [], []
         with timed(times, "relaxation", device):
             for b in range(B):
-                out = relax_iterative(x[b], y[b], cyclic, u_seed[b, :d].exp(), self.nugget, self.iterative)
+                nugget = float(u_seed[b, -1].exp()) if self.learn_nugget else self.nugget
+                mem = None if memory is None or self.learn_nugget else tuple(t[b:b + 1] for t in memory)
+                out = relax_iterative(x[b], y[b], cyclic, u_seed[b, :d].exp(), nugget, self.iterative,
+                                      lower=bounds[b][0][:d], upper=bounds[b][1][:d], memory=mem)
                 outs.append(out)
                 est = out["ll_concentrated_estimate"]
                 states.append({"theta": out["theta"], "nugget": out["nugget"], "mean": out["mean"],
@@ -168,10 +174,11 @@ class TransferTrainer(FitSettings):
         src_evals = src.n_evals.reshape(B, K * r).sum(1)
         infos = [{"source_size": m, "n_sources": K, "source_restarts": r, "selected_source": int(k_best[b]),
                   "source_scores": score[b].tolist(), "source_ll": (-f[b] * m).tolist(),
-                  "relax_iters": outs[b]["steps"], "no_source": bool(no_source[b]), "relax_path": "iterative",
+                  "relax_iters": outs[b]["steps"], "relax_reason": outs[b]["reason"], "no_source": bool(no_source[b]),
+                  "relax_path": "iterative", "keops": outs[b]["keops"], "preconditioner_ranks": outs[b]["ranks"],
                   "likelihood_note": "ll_concentrated is a CG/Lanczos estimate (iterative path)"} for b in range(B)]
         ll = torch.tensor([o["ll_concentrated_estimate"] for o in outs], dtype=x.dtype)
-        results = build_results(self, "TL", states, x, y, cyclic, names, ll, times, [o["steps"] for o in outs],
+        results = build_results(self, "TL", states, x, y, cyclic, names, ll, times, [o["evals"] for o in outs],
                                 history, infos, n_source_evals=src_evals.tolist(), source_size=[m] * B)
         for res, out in zip(results, outs):
             res.__dict__["weights"] = out["weights"]  # CG solve: no n x n factorisation later either

@@ -1,0 +1,130 @@
+"""The FFLUX concentrated log-likelihood and its log-theta gradient estimated on gpytorch's iterative path.
+
+The same objective as FFLUXLikelihood(kind="concentrated") at a fixed nugget: ll = -n/2 log sigma2_GLS - 1/2 log|R|,
+with no n x n factorisation. Solves are preconditioned CG (pivoted-Cholesky preconditioner, at every N), the
+log-determinant is stochastic Lanczos quadrature, its gradient a Hutchinson estimate. The probe vectors are drawn
+from the same seed at every evaluation, so the estimate is a deterministic function of theta and L-BFGS can
+line-search it. With KeOps kernels (pykeops) nothing of size n x n is stored.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import gpytorch
+import torch
+from linear_operator.operators import (AddedDiagLinearOperator, DiagLinearOperator, LowRankRootAddedDiagLinearOperator,
+                                       LowRankRootLinearOperator, PsdSumLinearOperator, RootLinearOperator)
+from linear_operator.utils.cholesky import psd_safe_cholesky
+
+__all__ = ["IterativeEstimate", "IterativeLikelihood"]
+
+
+@dataclass
+class IterativeEstimate:
+    """One evaluation: ll estimate, its gradient in log theta, GLS mean and process variance."""
+
+    ll: float
+    grad: torch.Tensor
+    mean: float
+    sigma2: float
+
+
+class IterativeLikelihood:
+    """Concentrated ll(log theta) of one task (x [N, D], y [N]) at a fixed nugget, estimated by CG + Lanczos."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | None, nugget: float, *,
+                 keops: bool = False, cg_tolerance: float = 1e-6, max_cg_iterations: int = 3000,
+                 preconditioner_rank: int = 200, trace_samples: int = 32, lanczos_iterations: int = 200,
+                 seed: int = 0):
+        if x.dim() != 2 or y.shape != x.shape[:1]:
+            raise ValueError(f"IterativeLikelihood takes one task: x [N, D] and y [N], got {tuple(x.shape)}, "
+                             f"{tuple(y.shape)}")
+        from .kernels import CyclicRBFKernel
+        cls = CyclicRBFKernel
+        if keops:
+            from .keops_kernel import CyclicRBFKeOpsKernel
+            cls = CyclicRBFKeOpsKernel
+        positive = gpytorch.constraints.Positive(transform=torch.exp, inv_transform=torch.log)
+        self.kernel = cls(cyclic=cyclic, ard_num_dims=x.shape[1], lengthscale_constraint=positive).to(x)
+        self.x, self.y, self.n = x, y, x.shape[0]
+        self.nugget = float(nugget)
+        self.seed = seed
+        self.settings = dict(cg_tolerance=cg_tolerance, max_cg_iterations=max_cg_iterations,
+                             preconditioner_rank=preconditioner_rank, trace_samples=trace_samples,
+                             lanczos_iterations=lanczos_iterations)
+        self.n_evals = 0
+        self.pivots: torch.Tensor | None = None  # preconditioner landmarks, fixed at the first evaluation
+
+    def context(self) -> ExitStack:
+        """gpytorch settings of every solve: CG + Lanczos at any N, preconditioned from the first point on."""
+        s = self.settings
+        stack = ExitStack()
+        for ctx in (gpytorch.settings.max_cholesky_size(0), gpytorch.settings.min_preconditioning_size(0),
+                    gpytorch.settings.cg_tolerance(s["cg_tolerance"]),
+                    gpytorch.settings.eval_cg_tolerance(s["cg_tolerance"]),
+                    gpytorch.settings.max_cg_iterations(s["max_cg_iterations"]),
+                    gpytorch.settings.max_preconditioner_size(s["preconditioner_rank"]),
+                    gpytorch.settings.num_trace_samples(s["trace_samples"]),
+                    gpytorch.settings.max_lanczos_quadrature_iterations(s["lanczos_iterations"]),
+                    gpytorch.settings.fast_computations(covar_root_decomposition=True, log_prob=True, solves=True)):
+            stack.enter_context(ctx)
+        return stack
+
+    def operator(self, log_theta: torch.Tensor):
+        """R = k(x, x) + nugget I as a linear operator, for lengthscales l = (2 theta)^-1/2."""
+        with torch.no_grad():
+            self.kernel.raw_lengthscale.copy_((-0.5 * (log_theta.to(self.x) + math.log(2.0))).reshape(1, -1))
+        return self.kernel(self.x).add_diagonal(torch.tensor(self.nugget, dtype=self.x.dtype, device=self.x.device))
+
+    def preconditioned(self, log_theta: torch.Tensor, grad: bool = True):
+        """operator(log_theta) with a Nystroem preconditioner P = L L^T + nugget I on fixed landmarks.
+
+        The landmarks are the pivots of gpytorch's pivoted Cholesky at the first evaluation, kept for every later
+        theta: re-pivoting at each theta changes P, hence the probe vectors z ~ N(0, P) and the estimate, in jumps
+        of several log-likelihood units that stall L-BFGS's line search. L = K[:, piv] chol(K[piv, piv])^-T is
+        differentiable, so gpytorch uses P as the control variate of the trace estimate (the exact d log|P| plus
+        probes of the difference); one P serves every solve of the evaluation.
+        """
+        from .kernels import CyclicRBFKernel
+        R = self.operator(log_theta)
+        if self.pivots is None:
+            with torch.no_grad():
+                _, perm = R._linear_op.pivoted_cholesky(rank=min(self.settings["preconditioner_rank"], self.n),
+                                                        return_pivots=True)
+            self.pivots = perm[:min(self.settings["preconditioner_rank"], self.n)].clone()
+        with torch.set_grad_enabled(grad):
+            k_xp = CyclicRBFKernel.forward(self.kernel, self.x, self.x[self.pivots])      # dense [N, k]
+            chol = psd_safe_cholesky(k_xp[self.pivots])
+            root = torch.linalg.solve_triangular(chol, k_xp.mT, upper=False).mT            # [N, k]
+            noise = torch.full((self.n,), self.nugget, dtype=self.x.dtype, device=self.x.device)
+            woodbury = LowRankRootAddedDiagLinearOperator(LowRankRootLinearOperator(root), DiagLinearOperator(noise))
+            # the probes z ~ N(0, P) come from the operator's samples: a PsdSum samples root @ e1 + sqrt(noise) e2
+            # exactly (as gpytorch's own preconditioner); the Woodbury operator would sample by Lanczos
+            precond = PsdSumLinearOperator(RootLinearOperator(root), DiagLinearOperator(noise))
+            cached = (woodbury._solve, precond, woodbury._logdet())
+        return AddedDiagLinearOperator(R._linear_op, R._diag_tensor, preconditioner_override=lambda _: cached)
+
+    def __call__(self, log_theta: torch.Tensor, grad: bool = True) -> IterativeEstimate:
+        """Estimate at log theta [D]; the gradient is that of the estimated ll (zeros when grad=False)."""
+        self.n_evals += 1
+        self.kernel.zero_grad(set_to_none=True)
+        devices = [self.x.device] if self.x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), self.context():
+            torch.manual_seed(self.seed)  # the same probes at every theta: a deterministic estimate
+            R = self.preconditioned(log_theta, grad)
+            with torch.no_grad():  # GLS mean; d ll / d mean = 0 there, so it is held fixed in the gradient
+                sol = R.solve(torch.stack([self.y, torch.ones_like(self.y)], -1))
+                mean = float(sol[:, 0].sum() / sol[:, 1].sum())
+            resid = (self.y - mean).unsqueeze(-1)
+            with torch.set_grad_enabled(grad):
+                quad, logdet = R.inv_quad_logdet(resid, logdet=True)
+                sigma2 = quad / self.n
+                ll = -0.5 * self.n * sigma2.log() - 0.5 * logdet
+                if grad:
+                    ll.backward()
+        raw = self.kernel.raw_lengthscale.grad
+        # raw = log l = -(log theta + log 2) / 2, so d/d log theta = -1/2 d/d raw
+        g = torch.zeros_like(log_theta) if raw is None else -0.5 * raw.detach().reshape(-1).to(log_theta)
+        return IterativeEstimate(ll=float(ll.detach()), grad=g, mean=mean, sigma2=float(sigma2.detach()))
