@@ -143,12 +143,16 @@ def _iter_spec(args) -> dict:
 
 def _run(fn, spec: dict) -> dict:
     """Run fn(spec) in a fresh process (clean peak memory); errors come back as rows."""
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        try:
-            return pool.apply(fn, (spec,))
-        except Exception as err:  # noqa: BLE001 - report, do not stop the sweep
-            return {**{k: spec.get(k) for k in ("n", "impl", "path")}, "seconds": math.nan, "error": repr(err)[:160]}
+    pool = mp.get_context("spawn").Pool(1)
+    try:
+        return pool.apply(fn, (spec,))
+    except Exception as err:  # noqa: BLE001 - report, do not stop the sweep
+        return {**{k: spec.get(k) for k in ("n", "impl", "path")}, "seconds": math.nan, "error": repr(err)[:160]}
+    finally:
+        # let the worker exit by itself: a terminated one (the Pool context's exit) can leave pykeops's cache
+        # pickles empty, and every later `import gpytorch` then fails with EOFError
+        pool.close()
+        pool.join()
 
 
 def _table(rows: list[dict], cols: list[str]) -> str:

@@ -106,15 +106,19 @@ class IterativeLikelihood:
             cached = (woodbury._solve, precond, woodbury._logdet())
         return AddedDiagLinearOperator(R._linear_op, R._diag_tensor, preconditioner_override=lambda _: cached)
 
-    def __call__(self, log_theta: torch.Tensor, grad: bool = True) -> IterativeEstimate:
-        """Estimate at log theta [D]; the gradient is that of the estimated ll (zeros when grad=False)."""
+    def __call__(self, log_theta: torch.Tensor, grad: bool = True, mean_tolerance: float | None = None
+                 ) -> IterativeEstimate:
+        """Estimate at log theta [D]; the gradient is that of the estimated ll (zeros when grad=False);
+        mean_tolerance: CG tolerance of the GLS-mean solves (default: the training solves')."""
         self.n_evals += 1
         self.kernel.zero_grad(set_to_none=True)
         devices = [self.x.device] if self.x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), self.context():
             torch.manual_seed(self.seed)  # the same probes at every theta: a deterministic estimate
             R = self.preconditioned(log_theta, grad)
-            with torch.no_grad():  # GLS mean; d ll / d mean = 0 there, so it is held fixed in the gradient
+            tol = self.settings["cg_tolerance"] if mean_tolerance is None else mean_tolerance
+            # GLS mean; d ll / d mean = 0 there, so it is held fixed in the gradient
+            with torch.no_grad(), gpytorch.settings.cg_tolerance(tol), gpytorch.settings.eval_cg_tolerance(tol):
                 sol = R.solve(torch.stack([self.y, torch.ones_like(self.y)], -1))
                 mean = float(sol[:, 0].sum() / sol[:, 1].sum())
             resid = (self.y - mean).unsqueeze(-1)

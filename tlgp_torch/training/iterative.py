@@ -132,11 +132,9 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
                     "landmarks; continuing with %d", n, gmax, rank, min(2 * rank, cap))
         rank = min(2 * rank, cap)
     theta = res.x[0].exp()
-    # mean, sigma2 and ll at the accepted point (the last call may be a rejected trial), solved to the weights'
-    # tolerance: the training solves' 1e-4 leaves ~1e-6 relative error in the GLS mean
-    lik.settings["cg_tolerance"] = it.weights_tolerance
-    final = lik(res.x[0], grad=False)
-    lik.settings["cg_tolerance"] = it.cg_tolerance
+    # mean, sigma2 and ll at the accepted point (the last call may be a rejected trial), the GLS mean solved to the
+    # weights' tolerance: the training solves' 1e-4 leaves ~1e-6 relative error in it
+    final = lik(res.x[0], grad=False, mean_tolerance=it.weights_tolerance)
     params = {"theta": theta, "mean": final.mean, "nugget": nug}
     weights = final_weights(x, y, cyclic, params, lik, it)
     return {"theta": theta, "nugget": nug, "mean": final.mean, "sigma2": final.sigma2, "weights": weights,
