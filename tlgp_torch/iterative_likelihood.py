@@ -1,10 +1,11 @@
 """The FFLUX concentrated log-likelihood and its log-theta gradient estimated on gpytorch's iterative path.
 
 The same objective as FFLUXLikelihood(kind="concentrated") at a fixed nugget: ll = -n/2 log sigma2_GLS - 1/2 log|R|,
-with no n x n factorisation. Solves are preconditioned CG (pivoted-Cholesky preconditioner, at every N), the
-log-determinant is stochastic Lanczos quadrature, its gradient a Hutchinson estimate. The probe vectors are drawn
-from the same seed at every evaluation, so the estimate is a deterministic function of theta and L-BFGS can
-line-search it. With KeOps kernels (pykeops) nothing of size n x n is stored.
+with no n x n factorisation. Solves are preconditioned CG (a Nystroem preconditioner on landmarks that pivoted
+Cholesky picks at the first evaluation, at every N), the log-determinant is stochastic Lanczos quadrature, its
+gradient a Hutchinson estimate with the preconditioner as control variate. Landmarks and probe vectors stay the
+same at every evaluation, so the estimate is a deterministic, smooth function of theta that L-BFGS can
+line-search. With KeOps kernels (pykeops) nothing of size n x n is stored.
 """
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ class IterativeLikelihood:
     """Concentrated ll(log theta) of one task (x [N, D], y [N]) at a fixed nugget, estimated by CG + Lanczos."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | None, nugget: float, *,
-                 keops: bool = False, cg_tolerance: float = 1e-6, max_cg_iterations: int = 3000,
-                 preconditioner_rank: int = 200, trace_samples: int = 32, lanczos_iterations: int = 200,
+                 keops: bool = False, cg_tolerance: float = 1e-4, max_cg_iterations: int = 3000,
+                 preconditioner_rank: int = 500, trace_samples: int = 64, lanczos_iterations: int = 200,
                  seed: int = 0):
         if x.dim() != 2 or y.shape != x.shape[:1]:
             raise ValueError(f"IterativeLikelihood takes one task: x [N, D] and y [N], got {tuple(x.shape)}, "

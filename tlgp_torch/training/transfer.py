@@ -6,6 +6,7 @@ transfer: its lengthscales (and learned nugget) seed the target; relaxation: L-B
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from .fitting import (FitSettings, feature_spread, final_states, generator, init
 from .iterative import IterativeSettings, choose_relax_path, relax_iterative
 from .result import TrainResult, build_results
 
+log = logging.getLogger(__name__)
 SELECTIONS = ("holdout_mae", "likelihood")
 TRANSFERABLE = ("lengthscale", "noise")
 
@@ -160,6 +162,9 @@ class TransferTrainer(FitSettings):
         Same objective and bounds as the exact path, nugget fixed at the seed's (raised to the iterative floor);
         the source's curvature pairs seed L-BFGS unless the nugget was learned (pairs in d+1 dimensions)."""
         B, n, d = x.shape
+        if self.likelihood != "concentrated":
+            log.warning("the iterative relaxation optimises the concentrated likelihood (GLS mean, profiled "
+                        "sigma2), not the %s one of these settings", self.likelihood)
         states, outs = [], []
         with timed(times, "relaxation", device):
             for b in range(B):
