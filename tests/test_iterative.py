@@ -93,5 +93,5 @@ def test_iterative_estimate_is_deterministic_and_close_to_exact(methanol):
     assert a.ll == b.ll and torch.equal(a.grad, b.grad)
     exact = FFLUXLikelihood(x, y, cyclic=train.cyclic, nugget=1e-6, max_jitter=0)(u.reshape(1, -1))
     assert abs(a.ll - float(exact.ll[0])) < 5.0                    # of ll = 4668
-    assert float((a.grad - exact.grad[0]).norm()) < 5.0           # gradient norm ~100 one relaxation step away
+    assert float((a.grad - exact.grad[0]).norm()) < 5.0           # exact gradient norms 95-130 along a relaxation
     assert abs(a.mean - float(exact.mean[0])) < 1e-5 * abs(a.mean)  # GLS mean by CG to 1e-4 (2e-6 measured)
