@@ -95,3 +95,19 @@ def test_iterative_estimate_is_deterministic_and_close_to_exact(methanol):
     assert abs(a.ll - float(exact.ll[0])) < 5.0                    # of ll = 4668
     assert float((a.grad - exact.grad[0]).norm()) < 5.0           # exact gradient norms 95-130 along a relaxation
     assert abs(a.mean - float(exact.mean[0])) < 1e-5 * abs(a.mean)  # GLS mean by CG to 1e-4 (2e-6 measured)
+
+
+def test_iterative_relaxation_reports_progress(fflux_dir, monkeypatch, caplog):
+    """Long iterative relaxations log a progress line (here at every iteration) and fill the history."""
+    import tlgp_torch.training.fitting as fitting
+    from tlgp_torch.training.iterative import relax_iterative
+    train = read_ichor_csv(fflux_dir / "WATER_O1_TRAINING_SET.csv", ["iqa"])
+    monkeypatch.setattr(fitting, "PROGRESS_EVERY_S", 0.0)
+    history = []
+    with caplog.at_level(logging.INFO, logger="tlgp_torch"):
+        out = relax_iterative(train.x, train.property("iqa"), train.cyclic, torch.ones(3, dtype=torch.float64), 1e-6,
+                              IterativeSettings(keops="off", max_iter=3), history=history)
+    lines = [r.getMessage() for r in caplog.records if "iteration" in r.getMessage()]
+    assert len(lines) == out["steps"] == len(history) and "ll estimate" in lines[-1]
+    assert [h["iter"] for h in history] == list(range(1, out["steps"] + 1))
+    assert history[-1]["best_ll"] == pytest.approx(out["ll_concentrated_estimate"], rel=1e-3)

@@ -12,6 +12,7 @@ import torch
 from ..device import memory_budget
 from ..objectives import LEAN_MIN_N
 from ..optim import StoppingRule, batched_lbfgs
+from . import fitting
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +84,13 @@ def choose_relax_path(path: str, n: int, device: torch.device, fraction: float) 
 
 def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | None, theta0: torch.Tensor,
                     nugget: float, it: IterativeSettings = IterativeSettings(), lower: torch.Tensor | None = None,
-                    upper: torch.Tensor | None = None, memory: tuple | None = None) -> dict:
+                    upper: torch.Tensor | None = None, memory: tuple | None = None, history: list | None = None
+                    ) -> dict:
     """Relax one target (x [N, D], y [N]) from theta0 by L-BFGS on the CG/Lanczos estimate of the concentrated ll.
 
     The objective is the exact path's (FFLUX concentrated likelihood in log theta, GLS mean, fixed nugget), with
     the nugget raised to it.nugget_floor; lower/upper bound log theta, memory seeds L-BFGS's curvature pairs.
-    Returns theta, nugget, mean, sigma2, FFLUX weights, the ll estimate, iterations, evaluations and seconds.
+    Each iteration is appended to `history`; a progress line is logged (INFO) every PROGRESS_EVERY_S. Returns theta, nugget, mean, sigma2, FFLUX weights, the ll estimate, iterations, evaluations and seconds.
     """
     from ..iterative_likelihood import IterativeLikelihood
     t0 = time.perf_counter()
@@ -103,6 +105,7 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
                  "buffers); pip install 'tlgp_torch[keops]' for O(N) memory", n)
     u = theta0.to(x).log().reshape(1, -1)
     rank, ranks, evals, iters = min(it.preconditioner_rank, n), [], 0, 0
+    last_log = [t0]
     while True:
         lik = IterativeLikelihood(x, y, cyclic, nug, keops=keops, cg_tolerance=it.cg_tolerance,
                                   max_cg_iterations=it.max_cg_iterations, preconditioner_rank=rank,
@@ -114,8 +117,19 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
             f = torch.tensor([-est.ll / n], dtype=p.dtype, device=p.device)
             return (f if math.isfinite(est.ll) else torch.full_like(f, math.inf)), (-est.grad / n).reshape(1, -1)
 
+        def progress(k, f, active, rank=rank, done=iters):
+            now = time.perf_counter()
+            ll = float(-f[0] * n)
+            if history is not None:
+                history.append({"stage": "relaxation", "iter": done + k, "best_ll": ll, "active": int(active.sum()),
+                                "landmarks": rank, "t": now - t0})
+            if now - last_log[0] >= fitting.PROGRESS_EVERY_S:
+                last_log[0] = now
+                log.info("iterative relaxation of N=%d: iteration %d, ll estimate %.2f, %d landmarks, %d "
+                         "evaluations, %.0f s", n, done + k, ll, rank, evals + lik.n_evals, now - t0)
+
         res = batched_lbfgs(fun, u, stop=StoppingRule(rtol=it.rtol, max_iter=it.max_iter), lower=lower,
-                            upper=upper, f_scale=n, memory=memory)
+                            upper=upper, f_scale=n, memory=memory, callback=progress)
         ranks.append(rank)
         evals, iters, u, memory = evals + lik.n_evals, iters + int(res.n_iter[0]), res.x, None
         # a line search that cannot go on while the estimated gradient is large: the estimate's gradient does not

@@ -171,7 +171,7 @@ class TransferTrainer(FitSettings):
                 nugget = float(u_seed[b, -1].exp()) if self.learn_nugget else self.nugget
                 mem = None if memory is None or self.learn_nugget else tuple(t[b:b + 1] for t in memory)
                 out = relax_iterative(x[b], y[b], cyclic, u_seed[b, :d].exp(), nugget, self.iterative,
-                                      lower=bounds[b][0][:d], upper=bounds[b][1][:d], memory=mem)
+                                      lower=bounds[b][0][:d], upper=bounds[b][1][:d], memory=mem, history=history)
                 outs.append(out)
                 est = out["ll_concentrated_estimate"]
                 states.append({"theta": out["theta"], "nugget": out["nugget"], "mean": out["mean"],
