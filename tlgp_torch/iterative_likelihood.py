@@ -91,10 +91,10 @@ class IterativeLikelihood:
         from .kernels import CyclicRBFKernel
         R = self.operator(log_theta)
         if self.pivots is None:
+            rank = min(self.settings["preconditioner_rank"], self.n)
             with torch.no_grad():
-                _, perm = R._linear_op.pivoted_cholesky(rank=min(self.settings["preconditioner_rank"], self.n),
-                                                        return_pivots=True)
-            self.pivots = perm[:min(self.settings["preconditioner_rank"], self.n)].clone()
+                _, perm = R._linear_op.pivoted_cholesky(rank=rank, return_pivots=True)
+            self.pivots = perm[:rank].clone()
         with torch.set_grad_enabled(grad):
             k_xp = CyclicRBFKernel.forward(self.kernel, self.x, self.x[self.pivots])      # dense [N, k]
             chol = psd_safe_cholesky(k_xp[self.pivots])

@@ -2,8 +2,8 @@
 
 gpytorch's CG + Lanczos only needs kernel matrix products. With pykeops installed, CyclicRBFKeOpsKernel gives
 them without ever storing the N x N kernel (nor the autograd buffers of its hyperparameter gradient): what is
-left grows as N (CG vectors, and the pivoted-Cholesky preconditioner's rows, rank x N x D while they are
-built). Periodic features use the wrapped difference delta - 2 pi floor((delta + pi) / 2 pi), which squares
+left grows as N (CG vectors, the rows the pivoted Cholesky picks landmarks from, and the N x rank Nystroem
+block of the preconditioner). Periodic features use the wrapped difference delta - 2 pi floor((delta + pi) / 2 pi), which squares
 to FEREBUS's wrap_angle(delta)^2.
 """
 from __future__ import annotations

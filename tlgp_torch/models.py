@@ -24,7 +24,6 @@ class AnisotropicGP(gpytorch.models.ExactGP):
         convention: str = "fflux",
         nugget: float | torch.Tensor = 1e-10,
         noise_floor: float = 1e-8,
-        keops: bool = False,  # CyclicRBFKeOpsKernel (pykeops): O(N)-memory kernel products on the iterative path
     ):
         if convention not in CONVENTIONS:
             raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
@@ -46,11 +45,7 @@ class AnisotropicGP(gpytorch.models.ExactGP):
         self.register_buffer("y_mean", y_mean)
         self.register_buffer("y_std", y_std)
         d = train_x.shape[-1]
-        if keops:  # kernel products without N x N storage once gpytorch runs iteratively (optional extra)
-            from .keops_kernel import CyclicRBFKeOpsKernel
-            base = CyclicRBFKeOpsKernel(cyclic=cyclic, ard_num_dims=d, batch_shape=batch)
-        else:
-            base = CyclicRBFKernel(cyclic=cyclic, ard_num_dims=d, batch_shape=batch)
+        base = CyclicRBFKernel(cyclic=cyclic, ard_num_dims=d, batch_shape=batch)
         self.mean_module = gpytorch.means.ConstantMean(batch_shape=batch)
         if convention == "gpytorch":
             self.covar_module = gpytorch.kernels.ScaleKernel(base, batch_shape=batch)
@@ -77,9 +72,8 @@ class AnisotropicGP(gpytorch.models.ExactGP):
     @classmethod
     def from_fflux(cls, x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, mean: float | torch.Tensor,
                    nugget: float | torch.Tensor, cyclic: torch.Tensor | None = None, convention: str = "fflux",
-                   sigma2: float | torch.Tensor = 1.0, noise_floor: float = 1e-8, keops: bool = False) -> "AnisotropicGP":
-        """Build a model from FFLUX hyperparameters (theta [D] or [B, D], constant mean, nugget, process variance);
-        keops=True: KeOps kernel products on the iterative path (needs pykeops)."""
+                   sigma2: float | torch.Tensor = 1.0, noise_floor: float = 1e-8) -> "AnisotropicGP":
+        """Build a model from FFLUX hyperparameters (theta [D] or [B, D], constant mean, nugget, process variance)."""
         batch = y.shape[:-1]
         as_b = lambda v: torch.as_tensor(v, dtype=y.dtype, device=y.device).expand(batch).clone()  # noqa: E731
         mean, nugget, sigma2 = as_b(mean), as_b(nugget), as_b(sigma2)
@@ -89,7 +83,7 @@ class AnisotropicGP(gpytorch.models.ExactGP):
         else:
             scale = torch.ones_like(sigma2)
         floor = min(noise_floor, 0.5 * float((nugget * scale.clamp(max=1.0)).min()))  # noise must lie above it
-        model = cls(x, y, cyclic=cyclic, convention=convention, nugget=nugget, noise_floor=floor, keops=keops)
+        model = cls(x, y, cyclic=cyclic, convention=convention, nugget=nugget, noise_floor=floor)
         with torch.no_grad():
             model.base_kernel.lengthscale = theta_to_lengthscale(theta.to(y)).reshape(*batch, 1, -1)
             if convention == "gpytorch":

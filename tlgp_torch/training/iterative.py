@@ -7,6 +7,7 @@ import math
 import time
 from dataclasses import dataclass
 
+import gpytorch
 import torch
 
 from ..device import memory_budget
@@ -175,8 +176,6 @@ def final_weights(x, y, cyclic, params: dict, lik, it: IterativeSettings) -> tor
         return fflux_weights(x, y, params["theta"].reshape(-1), params["mean"], params["nugget"], cyclic)
     log.warning("N=%d: FFLUX weights by preconditioned CG to a relative residual of %.0e (no room for one "
                 "Cholesky factor)", n, it.weights_tolerance)
-    lik.settings["cg_tolerance"] = it.weights_tolerance
-    with torch.no_grad(), lik.context():
-        w = lik.operator(params["theta"].log()).solve((y - params["mean"]).unsqueeze(-1)).squeeze(-1)
-    lik.settings["cg_tolerance"] = it.cg_tolerance
-    return w
+    tol = it.weights_tolerance
+    with torch.no_grad(), lik.context(), gpytorch.settings.cg_tolerance(tol), gpytorch.settings.eval_cg_tolerance(tol):
+        return lik.operator(params["theta"].log()).solve((y - params["mean"]).unsqueeze(-1)).squeeze(-1)
