@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import multiprocessing as mp
 import pathlib
@@ -98,6 +99,8 @@ def job_eval(spec: dict) -> dict:
 
 def job_train(spec: dict) -> dict:
     """TL of one model on the first n points (exact or iterative relaxation); validation MAE; exact ll if it fits."""
+    # the trainers' progress lines (a spawned worker does not inherit the parent's logging set-up)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     from tlgp_torch.objectives import FFLUXLikelihood
     from tlgp_torch.training import TransferTrainer
     from tlgp_torch.training.iterative import IterativeSettings
@@ -105,7 +108,7 @@ def job_train(spec: dict) -> dict:
     data = _load(spec["train"], spec["n"], spec["prop"])
     val = _load(spec["val"], None, spec["prop"])
     it = IterativeSettings(max_iter=spec["iter_max_iter"], preconditioner_rank=spec["iter_rank"],
-                           trace_samples=spec["iter_probes"], keops=spec["iter_keops"])
+                           trace_samples=spec["iter_probes"], kernel=spec["iter_kernel"])
     trainer = TransferTrainer(seed=0, device=spec["device"], relax_path=spec["path"], nugget=spec["nugget"],
                               source_size=min(0.3, 600 / spec["n"]) if spec["n"] > 2000 else 0.3, iterative=it)
     out = {"n": spec["n"], "d": data.n_features, "path": spec["path"], "system": spec["label"]}
@@ -138,7 +141,7 @@ def job_train(spec: dict) -> dict:
 def _iter_spec(args) -> dict:
     """The job_train keys of the relaxation settings."""
     return {"nugget": args.nugget, "iter_max_iter": args.iter_max_iter, "iter_rank": args.iter_rank,
-            "iter_probes": args.iter_probes, "iter_keops": args.iter_keops}
+            "iter_probes": args.iter_probes, "iter_kernel": args.iter_kernel}
 
 
 def _run(fn, spec: dict) -> dict:
@@ -179,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iter-max-iter", type=int, default=60, help="L-BFGS iterations of the iterative relaxation")
     p.add_argument("--iter-rank", type=int, default=500, help="Nystroem landmarks of the preconditioner (doubled on a stall)")
     p.add_argument("--iter-probes", type=int, default=64, help="probe vectors of the log-determinant")
-    p.add_argument("--iter-keops", default="auto", choices=["auto", "on", "off"], help="KeOps kernel products")
+    p.add_argument("--iter-kernel", default="auto", choices=["auto", "dense", "blocked", "keops"],
+                   help="how the iterative path holds the kernel (IterativeSettings.kernel)")
     p.add_argument("--exact-ll-max", type=int, default=8000, help="largest N whose results get an exact ll")
     p.add_argument("--gpytorch-max", type=int, default=10**9, help="largest N of the eval table's gpytorch cells")
     p.add_argument("--d-n", type=int, default=1000, help="N of the vs-D table")

@@ -9,7 +9,7 @@ from tlgp_torch.iterative_likelihood import IterativeLikelihood
 from tlgp_torch.objectives import FFLUXLikelihood
 from tlgp_torch.predict import fflux_weights
 from tlgp_torch.training import TransferTrainer
-from tlgp_torch.training.iterative import IterativeSettings, choose_relax_path, exact_bytes
+from tlgp_torch.training.iterative import IterativeSettings, choose_relax_path, exact_bytes, iterative_dense_bytes
 
 
 def test_path_choice_from_memory(caplog):
@@ -20,12 +20,6 @@ def test_path_choice_from_memory(caplog):
     with caplog.at_level(logging.WARNING):
         assert choose_relax_path("auto", 10**7, cpu, 0.5) == "iterative"  # 3.2 PB of n x n matrices
     assert "iterative" in caplog.text and "relax_path='exact'" in caplog.text
-    import tlgp_torch.keops_kernel as kk
-    caplog.clear()
-    with caplog.at_level(logging.WARNING), pytest.MonkeyPatch.context() as mp:
-        mp.setattr(kk, "keops_available", lambda: False)
-        choose_relax_path("auto", 10**7, cpu, 0.5)
-    assert "tlgp_torch[keops]" in caplog.text  # the dense iterative path is no memory rescue: say how to get KeOps
     assert choose_relax_path("exact", 10**7, cpu, 0.5) == "exact"        # the override wins
     caplog.clear()
     with caplog.at_level(logging.INFO):
@@ -48,13 +42,13 @@ def test_iterative_relaxation_matches_the_exact_path(methanol, monkeypatch):
     the optimum, measured): the rank doubles to 200 and the relaxation reaches the optimum."""
     train, val = methanol
     monkeypatch.setattr("tlgp_torch.training.iterative.exact_bytes", lambda n, members=1, itemsize=8: 2**60)
-    it = IterativeSettings(preconditioner_rank=100, trace_samples=32, keops="off")  # KeOps: tests/test_keops.py
+    it = IterativeSettings(preconditioner_rank=100, trace_samples=32)  # dense kernel; KeOps: tests/test_keops.py
     trainer = TransferTrainer(seed=0, iterative=it)                # default nugget 1e-10: raised to the floor
     res = trainer.fit(train, "iqa")
     exact = TransferTrainer(seed=0, relax_path="exact", nugget=it.nugget_floor).fit(train, "iqa")
     assert res.info["relax_path"] == "iterative" and exact.info["relax_path"] == "exact"
     assert res.nugget == it.nugget_floor and res.info["relax_reason"] == "converged" and res.info["relax_iters"] >= 3
-    assert res.info["preconditioner_ranks"] == [100, 200]
+    assert res.info["preconditioner_ranks"] == [100, 200] and res.info["kernel"] == "dense"
     lik = FFLUXLikelihood(train.x, train.property("iqa"), cyclic=train.cyclic, nugget=it.nugget_floor, max_jitter=0)
     ll = float(lik(res.theta.log().reshape(1, -1), grad=False).ll[0])
     # measured: exact ll of the iterative result -0.021 %, its estimate -0.063 % off that, MAE +1.65 %
@@ -69,16 +63,40 @@ def test_iterative_relaxation_matches_the_exact_path(methanol, monkeypatch):
     assert abs(mae / mae_exact - 1) < 0.02
 
 
-def test_keops_setting_is_checked(monkeypatch):
-    """keops must be auto/on/off; 'on' without pykeops is an ImportError naming the extra, 'auto' falls back."""
-    with pytest.raises(ValueError, match="keops must be one of"):
-        IterativeSettings(keops="yes")
+def test_kernel_storage_choice(monkeypatch):
+    """kernel must be auto/dense/blocked/keops; 'keops' without pykeops is an ImportError naming the extra; 'auto'
+    is dense where the kernel and its gradient fit the budget, else blocked on the CPU (KeOps: GPU only)."""
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        IterativeSettings(kernel="lazy")
     import tlgp_torch.keops_kernel as kk
+    cpu = torch.device("cpu")
+    assert iterative_dense_bytes(1000) == 2.25 * 8 * 10**6
     monkeypatch.setattr(kk, "keops_available", lambda: False)
     with pytest.raises(ImportError, match=r"tlgp_torch\[keops\]"):
-        IterativeSettings(keops="on").use_keops()
-    assert IterativeSettings(keops="auto").use_keops() is False
-    assert IterativeSettings(keops="off").use_keops() is False
+        IterativeSettings(kernel="keops").kernel_storage(100, cpu)
+    assert IterativeSettings().kernel_storage(1000, cpu) == "dense"
+    assert IterativeSettings().kernel_storage(10**7, cpu) == "blocked"      # 1.8 PB dense
+    assert IterativeSettings(kernel="dense").kernel_storage(10**7, cpu) == "dense"  # the setting wins
+    monkeypatch.setattr(kk, "keops_available", lambda: True)
+    assert IterativeSettings().kernel_storage(10**7, cpu) == "blocked"      # KeOps is slowest on the CPU
+
+
+def test_blocked_kernel_estimate_equals_the_dense_one(methanol):
+    """The iterative estimate and its gradient with the kernel recomputed in row blocks (no n x n storage) equal
+    the dense kernel's at a methanol optimum; several row blocks are exercised."""
+    import tlgp_torch.lean_kernel as lk
+    train, _ = methanol
+    x, y = train.x, train.property("iqa")
+    u = torch.tensor([0.3359, 0.2985, 0.0205, 0.2776, 0.0286, 0.0240, 0.2905, 0.0512, 0.0108, 0.0693, 0.1656,
+                      0.1788], dtype=torch.float64).log()
+    kw = dict(preconditioner_rank=300, trace_samples=16, cg_tolerance=1e-4)
+    dense = IterativeLikelihood(x, y, train.cyclic, 1e-6, kernel="dense", **kw)(u)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lk, "block_rows_for", lambda x: 100)
+        blocked = IterativeLikelihood(x, y, train.cyclic, 1e-6, kernel="blocked", **kw)(u)
+    assert abs(blocked.ll - dense.ll) < 1e-6 * abs(dense.ll)
+    torch.testing.assert_close(blocked.grad, dense.grad, rtol=1e-5, atol=1e-5 * float(dense.grad.abs().max()))
+    assert blocked.mean == pytest.approx(dense.mean, rel=1e-10)
 
 
 def test_iterative_estimate_is_deterministic_and_close_to_exact(methanol):
@@ -106,7 +124,7 @@ def test_iterative_relaxation_reports_progress(fflux_dir, monkeypatch, caplog):
     history = []
     with caplog.at_level(logging.INFO, logger="tlgp_torch"):
         out = relax_iterative(train.x, train.property("iqa"), train.cyclic, torch.ones(3, dtype=torch.float64), 1e-6,
-                              IterativeSettings(keops="off", max_iter=3), history=history)
+                              IterativeSettings(max_iter=3), history=history)
     lines = [r.getMessage() for r in caplog.records if "iteration" in r.getMessage()]
     assert len(lines) == out["steps"] == len(history) and "ll estimate" in lines[-1]
     assert [h["iter"] for h in history] == list(range(1, out["steps"] + 1))

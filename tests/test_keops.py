@@ -57,18 +57,18 @@ def test_keops_kernel_is_dense_below_max_cholesky_size():
 
 def test_iterative_estimate_with_keops_equals_it_without():
     """The iterative likelihood estimate (CG + Lanczos, fixed landmarks and probes) and its gradient agree with
-    and without KeOps kernel products; a relaxation step records that it used KeOps."""
+    and without KeOps kernel products (dense lean kernel); a relaxation step records that it used KeOps."""
     x, cyclic, gen = _data(n=400)
     y = torch.sin(x[:, 0] * 2.0) + x[:, 1] ** 2 + torch.cos(x[:, 3])
     u = torch.tensor([0.5, 0.5, 0.5, 3.0], dtype=torch.float64).log()
     kw = dict(preconditioner_rank=50, trace_samples=8, cg_tolerance=1e-8)
-    a = IterativeLikelihood(x, y, cyclic, 1e-6, keops=True, **kw)(u)
-    b = IterativeLikelihood(x, y, cyclic, 1e-6, keops=False, **kw)(u)
+    a = IterativeLikelihood(x, y, cyclic, 1e-6, kernel="keops", **kw)(u)
+    b = IterativeLikelihood(x, y, cyclic, 1e-6, kernel="dense", **kw)(u)
     # 8e-5 measured: last-bit differences of the products change the Lanczos quadrature's iterations
     assert abs(a.ll - b.ll) < 5e-4 * abs(b.ll)
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6 * float(b.grad.abs().max()))
     assert float(b.grad.abs().min()) > 0  # every feature's gradient is exercised, the wrapped one included
-    out = relax_iterative(x, y, cyclic, u.exp(), 1e-6, IterativeSettings(keops="on", max_iter=1,
+    out = relax_iterative(x, y, cyclic, u.exp(), 1e-6, IterativeSettings(kernel="keops", max_iter=1,
                                                                          preconditioner_rank=50, trace_samples=4),
                           lower=u - 1.0, upper=u + 1.0)
-    assert out["keops"] and out["steps"] == 1 and not torch.equal(out["theta"], u.exp())
+    assert out["kernel"] == "keops" and out["steps"] == 1 and not torch.equal(out["theta"], u.exp())

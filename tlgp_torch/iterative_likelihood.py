@@ -5,7 +5,8 @@ with no n x n factorisation. Solves are preconditioned CG (a Nystroem preconditi
 Cholesky picks at the first evaluation, at every N), the log-determinant is stochastic Lanczos quadrature, its
 gradient a Hutchinson estimate with the preconditioner as control variate. Landmarks and probe vectors stay the
 same at every evaluation, so the estimate is a deterministic, smooth function of theta that L-BFGS can
-line-search. With KeOps kernels (pykeops) nothing of size n x n is stored.
+line-search. The kernel is one dense n x n matrix (two with its gradient in the backward), or recomputed a row
+block at every product (blocked), or KeOps symbolic products (pykeops): the last two store nothing n x n.
 """
 from __future__ import annotations
 
@@ -15,11 +16,16 @@ from dataclasses import dataclass
 
 import gpytorch
 import torch
-from linear_operator.operators import (AddedDiagLinearOperator, DiagLinearOperator, LowRankRootAddedDiagLinearOperator,
-                                       LowRankRootLinearOperator, PsdSumLinearOperator, RootLinearOperator)
+from linear_operator.operators import (AddedDiagLinearOperator, DenseLinearOperator, DiagLinearOperator,
+                                       LowRankRootAddedDiagLinearOperator, LowRankRootLinearOperator,
+                                       PsdSumLinearOperator, RootLinearOperator)
 from linear_operator.utils.cholesky import psd_safe_cholesky
 
-__all__ = ["IterativeEstimate", "IterativeLikelihood"]
+from .lean_kernel import BlockedKernelOperator, lean_kernel_matrix
+
+__all__ = ["KERNEL_STORAGE", "IterativeEstimate", "IterativeLikelihood"]
+
+KERNEL_STORAGE = ("dense", "blocked", "keops")  # how the iterative path holds the n x n kernel
 
 
 @dataclass
@@ -36,20 +42,22 @@ class IterativeLikelihood:
     """Concentrated ll(log theta) of one task (x [N, D], y [N]) at a fixed nugget, estimated by CG + Lanczos."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | None, nugget: float, *,
-                 keops: bool = False, cg_tolerance: float = 1e-4, max_cg_iterations: int = 3000,
+                 kernel: str = "dense", cg_tolerance: float = 1e-4, max_cg_iterations: int = 3000,
                  preconditioner_rank: int = 500, trace_samples: int = 64, lanczos_iterations: int = 200,
                  seed: int = 0):
         if x.dim() != 2 or y.shape != x.shape[:1]:
             raise ValueError(f"IterativeLikelihood takes one task: x [N, D] and y [N], got {tuple(x.shape)}, "
                              f"{tuple(y.shape)}")
+        if kernel not in KERNEL_STORAGE:
+            raise ValueError(f"kernel must be one of {KERNEL_STORAGE}, got {kernel!r}")
         from .kernels import CyclicRBFKernel
         cls = CyclicRBFKernel
-        if keops:
+        if kernel == "keops":
             from .keops_kernel import CyclicRBFKeOpsKernel
             cls = CyclicRBFKeOpsKernel
         positive = gpytorch.constraints.Positive(transform=torch.exp, inv_transform=torch.log)
         self.kernel = cls(cyclic=cyclic, ard_num_dims=x.shape[1], lengthscale_constraint=positive).to(x)
-        self.x, self.y, self.n = x, y, x.shape[0]
+        self.x, self.y, self.n, self.storage = x, y, x.shape[0], kernel
         self.nugget = float(nugget)
         self.seed = seed
         self.settings = dict(cg_tolerance=cg_tolerance, max_cg_iterations=max_cg_iterations,
@@ -74,10 +82,23 @@ class IterativeLikelihood:
         return stack
 
     def operator(self, log_theta: torch.Tensor):
-        """R = k(x, x) + nugget I as a linear operator, for lengthscales l = (2 theta)^-1/2."""
+        """R = k(x, x) + nugget I as a linear operator, for lengthscales l = (2 theta)^-1/2.
+
+        kernel "dense": one n x n matrix whose autograd graph holds nothing else (lean_kernel_matrix); "blocked":
+        no n x n matrix (BlockedKernelOperator); "keops": KeOps symbolic products. Gradients reach the kernel's raw
+        lengthscales in every case."""
         with torch.no_grad():
             self.kernel.raw_lengthscale.copy_((-0.5 * (log_theta.to(self.x) + math.log(2.0))).reshape(1, -1))
-        return self.kernel(self.x).add_diagonal(torch.tensor(self.nugget, dtype=self.x.dtype, device=self.x.device))
+        nugget = torch.tensor(self.nugget, dtype=self.x.dtype, device=self.x.device)
+        if self.storage == "keops":
+            return self.kernel(self.x).add_diagonal(nugget)
+        # theta = 1 / (2 l^2) with l = exp(raw): log theta = log(1/2) - 2 raw
+        u = math.log(0.5) - 2.0 * self.kernel.raw_lengthscale.reshape(-1)
+        cyclic = self.kernel.cyclic if self.kernel.cyclic.numel() else None
+        if self.storage == "blocked":
+            idx = () if cyclic is None else tuple(torch.nonzero(cyclic).flatten().tolist())
+            return BlockedKernelOperator(self.x, u, idx).add_diagonal(nugget)
+        return DenseLinearOperator(lean_kernel_matrix(u, self.x, cyclic)).add_diagonal(nugget)
 
     def preconditioned(self, log_theta: torch.Tensor, grad: bool = True):
         """operator(log_theta) with a Nystroem preconditioner P = L L^T + nugget I on fixed landmarks.

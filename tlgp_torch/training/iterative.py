@@ -17,10 +17,10 @@ from . import fitting
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IterativeSettings", "choose_relax_path", "exact_bytes", "relax_iterative"]
+__all__ = ["IterativeSettings", "choose_relax_path", "exact_bytes", "iterative_dense_bytes", "relax_iterative"]
 
 RELAX_PATHS = ("auto", "exact", "iterative")
-KEOPS_MODES = ("auto", "on", "off")
+KERNEL_MODES = ("auto", "dense", "blocked", "keops")
 
 
 @dataclass
@@ -39,27 +39,39 @@ class IterativeSettings:
     max_iter: int = 60               # L-BFGS iterations from the transferred seed
     rtol: float = 1e-5               # stop when ll changes by less than rtol |ll| twice in a row
     seed: int = 0                    # of the probe vectors: the same at every evaluation (deterministic estimate)
-    keops: str = "auto"              # KeOps kernel products (O(N) memory): "auto" (when pykeops imports), "on", "off"
+    # how the kernel is held: "dense" (one n x n matrix and its gradient; fastest), "blocked" (recomputed a row
+    # block at every product: O(N) memory, no extra package), "keops" (pykeops symbolic products, O(N) memory);
+    # "auto": dense where it fits the memory budget, else KeOps on a GPU where pykeops imports, else blocked
+    kernel: str = "auto"
 
     def __post_init__(self):
-        if self.keops not in KEOPS_MODES:
-            raise ValueError(f"keops must be one of {KEOPS_MODES}, got {self.keops!r}")
+        if self.kernel not in KERNEL_MODES:
+            raise ValueError(f"kernel must be one of {KERNEL_MODES}, got {self.kernel!r}")
 
-    def use_keops(self) -> bool:
-        """Whether the relaxation uses CyclicRBFKeOpsKernel (raises for keops='on' without pykeops)."""
+    def kernel_storage(self, n: int, device: torch.device, fraction: float = 0.8) -> str:
+        """'dense', 'blocked' or 'keops' for n points on device (raises for kernel='keops' without pykeops)."""
         from ..keops_kernel import keops_available
-        if self.keops == "off":
-            return False
-        available = keops_available()
-        if self.keops == "on" and not available:
-            raise ImportError("IterativeSettings(keops='on') needs pykeops: pip install 'tlgp_torch[keops]'")
-        return available
+        if self.kernel == "keops" and not keops_available():
+            raise ImportError("IterativeSettings(kernel='keops') needs pykeops: pip install 'tlgp_torch[keops]'")
+        if self.kernel != "auto":
+            return self.kernel
+        if iterative_dense_bytes(n) <= memory_budget(device, fraction):
+            return "dense"
+        # on the CPU KeOps was no faster than blocked (N=2000: 166-172 s against 148-169 s per estimate, measured)
+        # and needs a compiler at first use
+        return "keops" if device.type == "cuda" and keops_available() else "blocked"
 
 
 def exact_bytes(n: int, members: int = 1, itemsize: int = 8) -> int:
     """Memory of one exact likelihood+gradient evaluation: K, L, R^-1 and a temporary n x n per member, or from
     LEAN_MIN_N points on the lean path's single n x n buffer (+ a quarter for row-block temporaries)."""
     return int((1.25 if n >= LEAN_MIN_N else 4) * members * n * n * itemsize)
+
+
+def iterative_dense_bytes(n: int, itemsize: int = 8) -> int:
+    """Memory of one dense iterative evaluation: the kernel, its n x n gradient in the backward and row-block
+    temporaries (measured 1.05 GB at N=4000: 8.2 n^2 bytes)."""
+    return int(2.25 * n * n * itemsize)
 
 
 def choose_relax_path(path: str, n: int, device: torch.device, fraction: float) -> str:
@@ -71,12 +83,9 @@ def choose_relax_path(path: str, n: int, device: torch.device, fraction: float) 
     need, budget = exact_bytes(n), memory_budget(device, fraction)
     chosen = "exact" if need <= budget else "iterative"
     if chosen == "iterative":
-        from ..keops_kernel import keops_available
         log.warning("relaxation of N=%d on %s: the exact path needs %.1f GB > budget %.1f GB: iterative "
-                    "(CG + Lanczos%s); set relax_path='exact' to override, or raise memory_fraction",
-                    n, device, need / 1e9, budget / 1e9, ", KeOps kernel products" if keops_available() else
-                    "; without pykeops gpytorch stores the dense kernel and its autograd buffers, more than the "
-                    "exact path: pip install 'tlgp_torch[keops]'")
+                    "(CG + Lanczos); set relax_path='exact' to override, or raise memory_fraction",
+                    n, device, need / 1e9, budget / 1e9)
     elif n >= LEAN_MIN_N:
         log.info("relaxation of N=%d on %s: exact, lean (one n x n buffer, %.1f GB of a %.1f GB budget)",
                  n, device, need / 1e9, budget / 1e9)
@@ -85,30 +94,32 @@ def choose_relax_path(path: str, n: int, device: torch.device, fraction: float) 
 
 def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | None, theta0: torch.Tensor,
                     nugget: float, it: IterativeSettings = IterativeSettings(), lower: torch.Tensor | None = None,
-                    upper: torch.Tensor | None = None, memory: tuple | None = None, history: list | None = None
-                    ) -> dict:
+                    upper: torch.Tensor | None = None, memory: tuple | None = None, history: list | None = None,
+                    memory_fraction: float = 0.5) -> dict:
     """Relax one target (x [N, D], y [N]) from theta0 by L-BFGS on the CG/Lanczos estimate of the concentrated ll.
 
     The objective is the exact path's (FFLUX concentrated likelihood in log theta, GLS mean, fixed nugget), with
-    the nugget raised to it.nugget_floor; lower/upper bound log theta, memory seeds L-BFGS's curvature pairs.
+    the nugget raised to it.nugget_floor; lower/upper bound log theta, memory seeds L-BFGS's curvature pairs;
+    memory_fraction of the free memory decides how the kernel is held (it.kernel="auto").
     Each iteration is appended to `history`; a progress line is logged (INFO) every PROGRESS_EVERY_S. Returns theta, nugget, mean, sigma2, FFLUX weights, the ll estimate, iterations, evaluations and seconds.
     """
     from ..iterative_likelihood import IterativeLikelihood
     t0 = time.perf_counter()
-    keops = it.use_keops()
     n = x.shape[0]
+    storage = it.kernel_storage(n, x.device, memory_fraction)
     nug = max(float(nugget), it.nugget_floor)
     if nug > float(nugget):
         log.info("iterative relaxation of N=%d: nugget %.1e raised to the iterative path's floor %.1e", n,
                  float(nugget), nug)
-    if not keops:
-        log.info("iterative relaxation of N=%d without KeOps: gpytorch evaluates the dense kernel (several n x n "
-                 "buffers); pip install 'tlgp_torch[keops]' for O(N) memory", n)
+    log.info("iterative relaxation of N=%d: kernel %s (%s)", n, storage, {
+        "dense": f"one n x n matrix and its gradient, {iterative_dense_bytes(n) / 1e9:.1f} GB",
+        "blocked": "recomputed a row block at every product, O(N) memory; slower than dense",
+        "keops": "KeOps symbolic products, O(N) memory"}[storage])
     u = theta0.to(x).log().reshape(1, -1)
     rank, ranks, evals, iters = min(it.preconditioner_rank, n), [], 0, 0
     last_log = [t0]
     while True:
-        lik = IterativeLikelihood(x, y, cyclic, nug, keops=keops, cg_tolerance=it.cg_tolerance,
+        lik = IterativeLikelihood(x, y, cyclic, nug, kernel=storage, cg_tolerance=it.cg_tolerance,
                                   max_cg_iterations=it.max_cg_iterations, preconditioner_rank=rank,
                                   trace_samples=it.trace_samples, lanczos_iterations=it.lanczos_iterations,
                                   seed=it.seed)
@@ -154,7 +165,7 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
     weights = final_weights(x, y, cyclic, params, lik, it)
     return {"theta": theta, "nugget": nug, "mean": final.mean, "sigma2": final.sigma2, "weights": weights,
             "ll_concentrated_estimate": final.ll, "steps": iters, "evals": evals + 1, "ranks": ranks,
-            "reason": res.reason[0], "seconds": time.perf_counter() - t0, "keops": keops}
+            "reason": res.reason[0], "seconds": time.perf_counter() - t0, "kernel": storage}
 
 
 def _projected_gmax(u: torch.Tensor, g: torch.Tensor, lower, upper) -> float:

@@ -171,7 +171,8 @@ class TransferTrainer(FitSettings):
                 nugget = float(u_seed[b, -1].exp()) if self.learn_nugget else self.nugget
                 mem = None if memory is None or self.learn_nugget else tuple(t[b:b + 1] for t in memory)
                 out = relax_iterative(x[b], y[b], cyclic, u_seed[b, :d].exp(), nugget, self.iterative,
-                                      lower=bounds[b][0][:d], upper=bounds[b][1][:d], memory=mem, history=history)
+                                      lower=bounds[b][0][:d], upper=bounds[b][1][:d], memory=mem, history=history,
+                                      memory_fraction=self.memory_fraction)
                 outs.append(out)
                 est = out["ll_concentrated_estimate"]
                 states.append({"theta": out["theta"], "nugget": out["nugget"], "mean": out["mean"],
@@ -180,7 +181,7 @@ class TransferTrainer(FitSettings):
         infos = [{"source_size": m, "n_sources": K, "source_restarts": r, "selected_source": int(k_best[b]),
                   "source_scores": score[b].tolist(), "source_ll": (-f[b] * m).tolist(),
                   "relax_iters": outs[b]["steps"], "relax_reason": outs[b]["reason"], "no_source": bool(no_source[b]),
-                  "relax_path": "iterative", "keops": outs[b]["keops"], "preconditioner_ranks": outs[b]["ranks"],
+                  "relax_path": "iterative", "kernel": outs[b]["kernel"], "preconditioner_ranks": outs[b]["ranks"],
                   "likelihood_note": "ll_concentrated is a CG/Lanczos estimate (iterative path)"} for b in range(B)]
         ll = torch.tensor([o["ll_concentrated_estimate"] for o in outs], dtype=x.dtype)
         results = build_results(self, "TL", states, x, y, cyclic, names, ll, times, [o["evals"] for o in outs],
