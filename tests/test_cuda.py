@@ -55,23 +55,25 @@ def test_training_on_cuda_matches_cpu(trainer):
         assert b.ll_concentrated == pytest.approx(a.ll_concentrated, rel=1e-4)
 
 
-def _iterative_estimate(device: str):
+def _iterative_estimate(device: str, kernel: str = "dense"):
     """The iterative ll estimate on `device`, twice, next to the exact ll and gradient (CPU)."""
     from tlgp_torch.iterative_likelihood import IterativeLikelihood
     x, y, cyc = _data(n=400)
     u = torch.full((x.shape[1],), 0.5, dtype=torch.float64).log()
     # as many landmarks as points: the preconditioner is R itself, so the estimate must equal the exact values
     lik = IterativeLikelihood(x.to(device), y.to(device), cyc.to(device), 1e-6, preconditioner_rank=x.shape[0],
-                              trace_samples=32)
+                              trace_samples=32, kernel=kernel)
     a, b = lik(u.to(device)), lik(u.to(device))
     exact = FFLUXLikelihood(x, y, cyclic=cyc, nugget=1e-6, max_jitter=0)(u.reshape(1, -1))
     return a, b, float(exact.ll[0]), exact.grad[0]
 
 
-def test_iterative_estimate_on_cuda_is_deterministic_and_near_exact():
-    """The iterative estimate on the GPU (landmarks, CG, Lanczos, probes) is deterministic and, with a full-rank
-    preconditioner, equals the exact ll and gradient (on the CPU: ll to 4e-11, gradient to 9e-10, measured)."""
-    a, b, ll, grad = _iterative_estimate("cuda")
+@pytest.mark.parametrize("kernel", ["dense", "blocked"])
+def test_iterative_estimate_on_cuda_is_deterministic_and_near_exact(kernel):
+    """The iterative estimate on the GPU (landmarks, CG, Lanczos, probes), with the kernel dense or in row blocks,
+    is deterministic and, with a full-rank preconditioner, equals the exact ll and gradient (on the CPU: ll to
+    4e-11, gradient to 9e-10, measured)."""
+    a, b, ll, grad = _iterative_estimate("cuda", kernel)
     assert abs(a.ll - b.ll) <= 1e-9 * abs(a.ll)
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-8)
     assert abs(a.ll - ll) < 1e-6 * abs(ll)
