@@ -158,6 +158,11 @@ def _run(fn, spec: dict) -> dict:
         pool.join()
 
 
+def _save(path: pathlib.Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+
+
 def _table(rows: list[dict], cols: list[str]) -> str:
     def fmt(v):
         if isinstance(v, float):
@@ -176,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--atom", default="C1")
     p.add_argument("--prop", default="energy")
     p.add_argument("--sizes", nargs="+", type=int, default=[1000, 2000, 4000, 8000])
+    p.add_argument("--paths", nargs="+", default=["exact", "iterative"], choices=["exact", "iterative"],
+                   help="relaxation paths of the n table")
     p.add_argument("--iterative-max", type=int, default=4000, help="largest N also trained on the iterative path")
     p.add_argument("--nugget", type=float, default=1e-10, help="fixed nugget of both paths (the iterative path "
                    "raises it to its floor, 1e-6: pass --nugget 1e-6 to compare like with like)")
@@ -217,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if "n" in args.tables:
         rows = []
         for n in args.sizes:
-            for path in ("exact", "iterative"):
+            for path in args.paths:
                 if path == "iterative" and n > args.iterative_max:
                     continue
                 rows.append(_run(job_train, {"train": train, "val": val, "n": n, "prop": args.prop, "path": path,
@@ -225,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                                              "exact_ll": n <= args.exact_ll_max}))
                 print(_table(rows[-1:], ["n", "path", "seconds", "peak_gb", "val_mae", "ll_exact", "error"]),
                       flush=True)
+                _save(args.out, {**doc, "n": rows})  # an interrupted sweep keeps its finished rows
         for r in rows:  # the iterative result next to the exact one on the same data (same nugget when equal)
             ex = next((e for e in rows if e["n"] == r["n"] and e["path"] == "exact"), None)
             if r["path"] == "iterative" and ex and ex.get("nugget") == r.get("nugget") and "ll_exact" in r \
@@ -255,8 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nTL of one model vs D (exact path):")
         print(_table(rows, ["system", "n", "d", "seconds", "peak_gb", "val_mae", "unit", "error"]))
         doc["d"] = rows
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    _save(args.out, doc)
     print(f"wrote {args.out}")
     return 0
 
