@@ -1,5 +1,6 @@
 """The iterative relaxation path (gpytorch CG + Lanczos) and the memory rule that switches to it."""
 import logging
+import math
 
 import pytest
 import torch
@@ -129,3 +130,18 @@ def test_iterative_relaxation_reports_progress(fflux_dir, monkeypatch, caplog):
     assert len(lines) == out["steps"] == len(history) and "ll estimate" in lines[-1]
     assert [h["iter"] for h in history] == list(range(1, out["steps"] + 1))
     assert history[-1]["best_ll"] == pytest.approx(out["ll_concentrated_estimate"], rel=1e-3)
+
+
+def test_unconverged_cg_doubles_the_landmarks(fflux_dir, caplog):
+    """A CG solve that stops at max_cg_iterations above its tolerance means too weak a preconditioner (at N=20,000
+    with 500 landmarks: 3000 iterations to a residual of 2.9e-3, measured): the relaxation restarts with twice the
+    landmarks until CG converges, and says so."""
+    from tlgp_torch.training.iterative import relax_iterative
+    train = read_ichor_csv(fflux_dir / "WATER_O1_TRAINING_SET.csv", ["iqa"])
+    it = IterativeSettings(preconditioner_rank=2, max_cg_iterations=12, lanczos_iterations=12, max_iter=5)
+    with caplog.at_level(logging.WARNING):
+        out = relax_iterative(train.x, train.property("iqa"), train.cyclic, torch.ones(3, dtype=torch.float64), 1e-6,
+                              it)
+    assert out["ranks"][:2] == [2, 4] and out["ranks"][-1] > 4
+    assert "CG stopped at 12 iterations" in caplog.text and "with 2 landmarks; restarting with 4" in caplog.text
+    assert math.isfinite(out["ll_concentrated_estimate"]) and out["steps"] >= 1

@@ -11,6 +11,7 @@ block at every product (blocked), or KeOps symbolic products (pykeops): the last
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from linear_operator.operators import (AddedDiagLinearOperator, DenseLinearOpera
                                        LowRankRootAddedDiagLinearOperator, LowRankRootLinearOperator,
                                        PsdSumLinearOperator, RootLinearOperator)
 from linear_operator.utils.cholesky import psd_safe_cholesky
+from linear_operator.utils.warnings import NumericalWarning
 
 from .lean_kernel import BlockedKernelOperator, lean_kernel_matrix
 
@@ -36,6 +38,7 @@ class IterativeEstimate:
     grad: torch.Tensor
     mean: float
     sigma2: float
+    cg_unconverged: str = ""  # gpytorch's message when a CG solve stopped at max_cg_iterations above its tolerance
 
 
 class IterativeLikelihood:
@@ -135,7 +138,8 @@ class IterativeLikelihood:
         self.n_evals += 1
         self.kernel.zero_grad(set_to_none=True)
         devices = [self.x.device] if self.x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), self.context():
+        with torch.random.fork_rng(devices=devices), self.context(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", NumericalWarning)
             torch.manual_seed(self.seed)  # the same probes at every theta: a deterministic estimate
             R = self.preconditioned(log_theta, grad)
             tol = self.settings["cg_tolerance"] if mean_tolerance is None else mean_tolerance
@@ -150,7 +154,13 @@ class IterativeLikelihood:
                 ll = -0.5 * self.n * sigma2.log() - 0.5 * logdet
                 if grad:
                     ll.backward()
+        cg = [str(w.message) for w in caught if issubclass(w.category, NumericalWarning) and "CG terminated" in
+              str(w.message)]
+        for w in caught:  # pass on everything else
+            if not (issubclass(w.category, NumericalWarning) and "CG terminated" in str(w.message)):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         raw = self.kernel.raw_lengthscale.grad
         # raw = log l = -(log theta + log 2) / 2, so d/d log theta = -1/2 d/d raw
         g = torch.zeros_like(log_theta) if raw is None else -0.5 * raw.detach().reshape(-1).to(log_theta)
-        return IterativeEstimate(ll=float(ll.detach()), grad=g, mean=mean, sigma2=float(sigma2.detach()))
+        return IterativeEstimate(ll=float(ll.detach()), grad=g, mean=mean, sigma2=float(sigma2.detach()),
+                                 cg_unconverged=cg[0] if cg else "")

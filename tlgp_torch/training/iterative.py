@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ class IterativeSettings:
     cg_tolerance: float = 1e-4       # relative residual of the training solves (1e-6 gave the same estimates)
     max_cg_iterations: int = 3000
     preconditioner_rank: int = 500   # landmarks of the Nystroem preconditioner (also the probes' control variate)
-    max_preconditioner_rank: int = 4000  # the rank doubles up to this while L-BFGS stalls on an unreliable gradient
+    max_preconditioner_rank: int = 4000  # the rank doubles up to this while CG runs out of iterations or L-BFGS stalls
     stall_gtol: float = 0.01         # stalled: L-BFGS stopped with max |d ll / d log theta| / N above this
     trace_samples: int = 64          # probe vectors of the log-determinant and its gradient
     lanczos_iterations: int = 200    # of the stochastic Lanczos quadrature
@@ -117,15 +118,24 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
         "keops": "KeOps symbolic products, O(N) memory"}[storage])
     u = theta0.to(x).log().reshape(1, -1)
     rank, ranks, evals, iters = min(it.preconditioner_rank, n), [], 0, 0
-    last_log = [t0]
+    cap = min(it.max_preconditioner_rank, n)
+    last_log, cg_warned = [t0], [False]
     while True:
         lik = IterativeLikelihood(x, y, cyclic, nug, kernel=storage, cg_tolerance=it.cg_tolerance,
                                   max_cg_iterations=it.max_cg_iterations, preconditioner_rank=rank,
                                   trace_samples=it.trace_samples, lanczos_iterations=it.lanczos_iterations,
                                   seed=it.seed)
 
-        def fun(p, members, lik=lik):
+        def fun(p, members, lik=lik, rank=rank):
             est = lik(p[0])
+            if est.cg_unconverged:
+                if rank < cap:
+                    raise _CGUnconverged(_cg_summary(est.cg_unconverged))
+                if not cg_warned[0]:
+                    cg_warned[0] = True
+                    log.warning("iterative relaxation of N=%d: CG does not converge even with max_preconditioner_rank"
+                                " = %d landmarks (%s): the estimates are unreliable; raise max_cg_iterations or "
+                                "max_preconditioner_rank", n, rank, _cg_summary(est.cg_unconverged))
             f = torch.tensor([-est.ll / n], dtype=p.dtype, device=p.device)
             return (f if math.isfinite(est.ll) else torch.full_like(f, math.inf)), (-est.grad / n).reshape(1, -1)
 
@@ -140,14 +150,23 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
                 log.info("iterative relaxation of N=%d: iteration %d, ll estimate %.2f, %d landmarks, %d "
                          "evaluations, %.0f s", n, done + k, ll, rank, evals + lik.n_evals, now - t0)
 
-        res = batched_lbfgs(fun, u, stop=StoppingRule(rtol=it.rtol, max_iter=it.max_iter), lower=lower,
-                            upper=upper, f_scale=n, memory=memory, callback=progress)
+        try:
+            res = batched_lbfgs(fun, u, stop=StoppingRule(rtol=it.rtol, max_iter=it.max_iter), lower=lower,
+                                upper=upper, f_scale=n, memory=memory, callback=progress)
+        except _CGUnconverged as err:
+            # CG ran out of iterations: the preconditioner is too weak for this kernel, and every evaluation would
+            # cost max_cg_iterations products for a biased estimate: double the landmarks, redo this stage
+            ranks.append(rank)
+            evals += lik.n_evals
+            log.warning("iterative relaxation of N=%d: %s with %d landmarks; restarting with %d", n, err, rank,
+                        min(2 * rank, cap))
+            rank = min(2 * rank, cap)
+            continue
         ranks.append(rank)
         evals, iters, u, memory = evals + lik.n_evals, iters + int(res.n_iter[0]), res.x, None
         # a line search that cannot go on while the estimated gradient is large: the estimate's gradient does not
         # describe the estimate (too few landmarks for this kernel's spectrum): double the rank, continue from here
         gmax = _projected_gmax(res.x[0], res.grad[0], lower, upper)
-        cap = min(it.max_preconditioner_rank, n)
         if res.reason[0] == "max_iter" or gmax <= it.stall_gtol or rank >= cap:
             if gmax > it.stall_gtol and res.reason[0] != "max_iter":
                 log.warning("iterative relaxation of N=%d stalled at preconditioner rank %d (max_preconditioner_rank)"
@@ -166,6 +185,18 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
     return {"theta": theta, "nugget": nug, "mean": final.mean, "sigma2": final.sigma2, "weights": weights,
             "ll_concentrated_estimate": final.ll, "steps": iters, "evals": evals + 1, "ranks": ranks,
             "reason": res.reason[0], "seconds": time.perf_counter() - t0, "kernel": storage}
+
+
+def _cg_summary(message: str) -> str:
+    """linear_operator's 'CG terminated ...' warning in one short clause."""
+    m = re.search(r"CG terminated in (\d+) iterations with average residual norm (\S+) which is larger than the "
+                  r"tolerance of (\S+)", message)
+    return (f"CG stopped at {m.group(1)} iterations, residual {float(m.group(2)):.2g} > tolerance "
+            f"{float(m.group(3)):.0e}") if m else message
+
+
+class _CGUnconverged(Exception):
+    """A CG solve of the relaxation stopped at max_cg_iterations above its tolerance."""
 
 
 def _projected_gmax(u: torch.Tensor, g: torch.Tensor, lower, upper) -> float:
