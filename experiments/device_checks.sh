@@ -47,7 +47,7 @@ step molecule 150 $PY experiments/throughput.py --sizes $MOL --n-points $NPTS --
 step eval 100 $PY experiments/scaling.py --data $DATA/ethanol_100k --tables eval --sizes $EVAL --gpytorch-max $GPMAX --repeats 2 --out "$OUT/scaling_eval.json"
 step tl20k 90 $PY experiments/scaling.py --data $DATA/ethanol_100k --tables n --sizes $BIG --iterative-max 0 --exact-ll-max $BIG --out "$OUT/scaling_tl20k.json"
 # 5. issue 6 (not in the default steps; its own call): the iterative path on the same 20k set, next to exact at
-#    the same nugget (the iterative floor 1e-6), both evaluated exactly; dense lean kernel (about 7 GB at 20k)
+#    the same nugget (the iterative floor 1e-6), both evaluated exactly; dense lean kernel (5 N^2 doubles budgeted: 16 GB at 20k)
 step iter20k 420 $PY experiments/scaling.py --data $DATA/ethanol_100k --tables n --sizes $BIG --nugget 1e-6 --iterative-max $BIG --exact-ll-max $BIG --iter-kernel dense --out "$OUT/scaling_iter20k.json"
 echo; cat "$OUT/steps.txt"; cat "$OUT/versions.txt"
 for f in tests:4 throughput:6 molecule:4 eval:9 tl20k:4 iter20k:5; do

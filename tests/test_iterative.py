@@ -71,12 +71,12 @@ def test_kernel_storage_choice(monkeypatch):
         IterativeSettings(kernel="lazy")
     import tlgp_torch.keops_kernel as kk
     cpu = torch.device("cpu")
-    assert iterative_dense_bytes(1000) == 2.25 * 8 * 10**6
+    assert iterative_dense_bytes(1000) == 5 * 8 * 10**6
     monkeypatch.setattr(kk, "keops_available", lambda: False)
     with pytest.raises(ImportError, match=r"tlgp_torch\[keops\]"):
         IterativeSettings(kernel="keops").kernel_storage(100, cpu)
     assert IterativeSettings().kernel_storage(1000, cpu) == "dense"
-    assert IterativeSettings().kernel_storage(10**7, cpu) == "blocked"      # 1.8 PB dense
+    assert IterativeSettings().kernel_storage(10**7, cpu) == "blocked"      # 4 PB dense
     assert IterativeSettings(kernel="dense").kernel_storage(10**7, cpu) == "dense"  # the setting wins
     monkeypatch.setattr(kk, "keops_available", lambda: True)
     assert IterativeSettings().kernel_storage(10**7, cpu) == "blocked"      # KeOps is slowest on the CPU

@@ -5,7 +5,7 @@ with no n x n factorisation. Solves are preconditioned CG (a Nystroem preconditi
 Cholesky picks at the first evaluation, at every N), the log-determinant is stochastic Lanczos quadrature, its
 gradient a Hutchinson estimate with the preconditioner as control variate. Landmarks and probe vectors stay the
 same at every evaluation, so the estimate is a deterministic, smooth function of theta that L-BFGS can
-line-search. The kernel is one dense n x n matrix (two with its gradient in the backward), or recomputed a row
+line-search. The kernel is one dense n x n matrix (plus two n x n buffers in the backward), or recomputed a row
 block at every product (blocked), or KeOps symbolic products (pykeops): the last two store nothing n x n.
 """
 from __future__ import annotations
