@@ -23,6 +23,7 @@ from linear_operator.operators import (AddedDiagLinearOperator, DenseLinearOpera
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from linear_operator.utils.warnings import NumericalWarning
 
+from .kernels import cyclic_indices
 from .lean_kernel import BlockedKernelOperator, lean_kernel_matrix
 
 __all__ = ["KERNEL_STORAGE", "IterativeEstimate", "IterativeLikelihood"]
@@ -61,6 +62,7 @@ class IterativeLikelihood:
         positive = gpytorch.constraints.Positive(transform=torch.exp, inv_transform=torch.log)
         self.kernel = cls(cyclic=cyclic, ard_num_dims=x.shape[1], lengthscale_constraint=positive).to(x)
         self.x, self.y, self.n, self.storage = x, y, x.shape[0], kernel
+        self.cyc_idx = cyclic_indices(cyclic)
         self.nugget = float(nugget)
         self.seed = seed
         self.settings = dict(cg_tolerance=cg_tolerance, max_cg_iterations=max_cg_iterations,
@@ -97,10 +99,9 @@ class IterativeLikelihood:
             return self.kernel(self.x).add_diagonal(nugget)
         # theta = 1 / (2 l^2) with l = exp(raw): log theta = log(1/2) - 2 raw
         u = math.log(0.5) - 2.0 * self.kernel.raw_lengthscale.reshape(-1)
-        cyclic = self.kernel.cyclic if self.kernel.cyclic.numel() else None
         if self.storage == "blocked":
-            idx = () if cyclic is None else tuple(torch.nonzero(cyclic).flatten().tolist())
-            return BlockedKernelOperator(self.x, u, idx).add_diagonal(nugget)
+            return BlockedKernelOperator(self.x, u, self.cyc_idx).add_diagonal(nugget)
+        cyclic = self.kernel.cyclic if self.kernel.cyclic.numel() else None
         return DenseLinearOperator(lean_kernel_matrix(u, self.x, cyclic)).add_diagonal(nugget)
 
     def preconditioned(self, log_theta: torch.Tensor, grad: bool = True):
@@ -154,10 +155,11 @@ class IterativeLikelihood:
                 ll = -0.5 * self.n * sigma2.log() - 0.5 * logdet
                 if grad:
                     ll.backward()
-        cg = [str(w.message) for w in caught if issubclass(w.category, NumericalWarning) and "CG terminated" in
-              str(w.message)]
-        for w in caught:  # pass on everything else
-            if not (issubclass(w.category, NumericalWarning) and "CG terminated" in str(w.message)):
+        cg = []  # CG's give-up warnings are reported in the estimate; everything else is passed on
+        for w in caught:
+            if issubclass(w.category, NumericalWarning) and "CG terminated" in str(w.message):
+                cg.append(str(w.message))
+            else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         raw = self.kernel.raw_lengthscale.grad
         # raw = log l = -(log theta + log 2) / 2, so d/d log theta = -1/2 d/d raw

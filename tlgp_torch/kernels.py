@@ -77,6 +77,37 @@ def fill_rbf_matrix(out: torch.Tensor, x: torch.Tensor, theta: torch.Tensor, cyc
     return out
 
 
+def cyclic_indices(cyclic: torch.Tensor | None) -> tuple[int, ...]:
+    """The periodic features of a cyclic mask [D] as a tuple of indices (empty for None)."""
+    return () if cyclic is None or not cyclic.numel() else tuple(torch.nonzero(cyclic).flatten().tolist())
+
+
+class SqDistContraction:
+    """Accumulates c_d = sum_ij M_ij Delta2_ij,d over row blocks M [b, n] of an n x n matrix, without n x n x D
+    temporaries (wrapped differences on the periodic features `cyc`): row i adds r_i x_id^2 - 2 x_id (M x)_id,
+    column j adds c_j x_jd^2, which for a symmetric M equals the row term (symmetric=True skips the column sums)."""
+
+    def __init__(self, x: torch.Tensor, cyc: tuple[int, ...], symmetric: bool = False):
+        self.x, self.cyc, self.x2, self.symmetric = x, cyc, x.square(), symmetric
+        self.rows = x.new_zeros(x.shape[1])
+        self.col = None if symmetric else x.new_zeros(x.shape[0])
+
+    def add(self, i: int, M: torch.Tensor) -> None:
+        """Add the block of rows i .. i + M.shape[0]."""
+        x, j = self.x, i + M.shape[0]
+        xb = x[i:j]
+        row_term = (M.sum(1).unsqueeze(-1) * self.x2[i:j]).sum(0)
+        self.rows += (2.0 * row_term if self.symmetric else row_term) - 2.0 * (xb * (M @ x)).sum(0)
+        if not self.symmetric:
+            self.col += M.sum(0)
+        for d in self.cyc:
+            self.rows[d] += (M * wrap_correction(xb[:, d].unsqueeze(-1) - x[:, d].unsqueeze(-2))).sum()
+
+    def total(self) -> torch.Tensor:
+        """c [D]."""
+        return self.rows if self.symmetric else self.rows + (self.col.unsqueeze(-1) * self.x2).sum(0)
+
+
 def lengthscale_to_theta(lengthscale: torch.Tensor) -> torch.Tensor:
     """Convert GPyTorch lengthscales l to FFLUX theta = 1 / (2 l^2)."""
     return 0.5 / lengthscale.pow(2)

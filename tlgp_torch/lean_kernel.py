@@ -11,13 +11,9 @@ from __future__ import annotations
 import torch
 from linear_operator.operators import LinearOperator
 
-from .kernels import block_rows_for, fill_rbf_matrix, rbf_matrix, wrap_correction
+from .kernels import SqDistContraction, block_rows_for, cyclic_indices, fill_rbf_matrix, rbf_matrix, wrap_correction
 
 __all__ = ["BlockedKernelOperator", "lean_kernel_matrix"]
-
-
-def _cyclic_list(cyclic: torch.Tensor | None) -> tuple[int, ...]:
-    return () if cyclic is None or not cyclic.numel() else tuple(torch.nonzero(cyclic).flatten().tolist())
 
 
 def _cyclic_mask(cyc: tuple[int, ...], d: int, device) -> torch.Tensor | None:
@@ -28,27 +24,6 @@ def _cyclic_mask(cyc: tuple[int, ...], d: int, device) -> torch.Tensor | None:
     return mask
 
 
-class _Contraction:
-    """Accumulates sum_ij M_ij Delta2_ij,d over row blocks M [b, n] of an n x n matrix (wrapped differences on the
-    periodic features): rows i contribute r_i x_id^2 - 2 x_id (M x)_id, columns j c_j x_jd^2."""
-
-    def __init__(self, x: torch.Tensor, cyc: tuple[int, ...]):
-        self.x, self.cyc, self.x2 = x, cyc, x.square()
-        self.rows = x.new_zeros(x.shape[1])
-        self.col = x.new_zeros(x.shape[0])
-
-    def add(self, i: int, M: torch.Tensor) -> None:
-        x, j = self.x, i + M.shape[0]
-        xb = x[i:j]
-        self.rows += (M.sum(1).unsqueeze(-1) * self.x2[i:j]).sum(0) - 2.0 * (xb * (M @ x)).sum(0)
-        self.col += M.sum(0)
-        for d in self.cyc:
-            self.rows[d] += (M * wrap_correction(xb[:, d].unsqueeze(-1) - x[:, d].unsqueeze(-2))).sum()
-
-    def total(self) -> torch.Tensor:
-        return self.rows + (self.col.unsqueeze(-1) * self.x2).sum(0)
-
-
 class _LeanKernelMatrix(torch.autograd.Function):
     @staticmethod
     def forward(ctx, log_theta: torch.Tensor, x: torch.Tensor, cyclic: torch.Tensor | None,
@@ -56,13 +31,13 @@ class _LeanKernelMatrix(torch.autograd.Function):
         theta = log_theta.exp()
         K = fill_rbf_matrix(x.new_empty(x.shape[0], x.shape[0]), x, theta, cyclic, block_rows)
         ctx.save_for_backward(K, x, theta)
-        ctx.cyc, ctx.block_rows = _cyclic_list(cyclic), block_rows
+        ctx.cyc, ctx.block_rows = cyclic_indices(cyclic), block_rows
         return K
 
     @staticmethod
     def backward(ctx, G: torch.Tensor):
         K, x, theta = ctx.saved_tensors
-        acc = _Contraction(x, ctx.cyc)
+        acc = SqDistContraction(x, ctx.cyc)
         for i in range(0, x.shape[0], ctx.block_rows):
             acc.add(i, G[i:i + ctx.block_rows] * K[i:i + ctx.block_rows])
         return -theta * acc.total(), None, None, None
@@ -113,7 +88,7 @@ class BlockedKernelOperator(LinearOperator):
         n = self.x.shape[0]
         left, right = left.reshape(-1, n, left.shape[-1]), right.reshape(-1, n, right.shape[-1])
         left, right = left.transpose(0, 1).reshape(n, -1), right.transpose(0, 1).reshape(n, -1)
-        acc = _Contraction(self.x, self.cyc)
+        acc = SqDistContraction(self.x, self.cyc)
         for i in range(0, n, self.block_rows):
             j = i + self.block_rows
             acc.add(i, (left[i:j] @ right.mT).mul_(self._rows(i, theta)))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from .kernels import block_rows_for, fill_rbf_matrix, rbf_matrix, scaled_sq_dist, wrap_correction
+from .kernels import SqDistContraction, block_rows_for, fill_rbf_matrix, rbf_matrix, scaled_sq_dist, wrap_correction
 from .linalg import cholesky_in_place, factor_solve
 
 KINDS = ("concentrated", "marginal")
@@ -244,19 +244,15 @@ class FFLUXLikelihood:
         n, d, bs = self.n, self.d, self.block_rows
         At = A.mT
         torch.cholesky_inverse(At, out=At)  # symmetric: the rows of A are the rows of R^-1
-        contr = xg.new_zeros(d)
+        acc = SqDistContraction(xg, tuple(self.cyc_idx.tolist()), symmetric=True)
         trace_w = xg.new_zeros(())
         for i in range(0, n, bs):
             j = min(i + bs, n)
             Mb = A[i:j].neg_().addr_(a[i:j], a * scale)  # W rows: a a^T scale - R^-1
             trace_w += Mb.diagonal(offset=i).sum()
-            Mb.mul_(rbf_matrix(xg[i:j], xg, theta, self.cyc_mask))
-            xb = xg[i:j]
-            contr += 2.0 * (Mb.sum(-1).unsqueeze(-1) * xb.pow(2)).sum(0) - 2.0 * (xb * (Mb @ xg)).sum(0)
-            for dd in self.cyc_idx.tolist():
-                contr[dd] += (Mb * wrap_correction(xg[i:j, dd].unsqueeze(-1) - xg[:, dd].unsqueeze(-2))).sum()
+            acc.add(i, Mb.mul_(rbf_matrix(xg[i:j], xg, theta, self.cyc_mask)))
         g = xg.new_zeros(self.n_params)
-        g[:d] = -0.5 * theta * contr
+        g[:d] = -0.5 * theta * acc.total()
         if self.learn_nugget:
             g[d] = 0.5 * nug * trace_w
         return g
