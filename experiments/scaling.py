@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nugget", type=float, default=1e-10, help="fixed nugget of both paths (the iterative path "
                    "raises it to its floor, 1e-6: pass --nugget 1e-6 to compare like with like)")
     p.add_argument("--iter-max-iter", type=int, default=60, help="L-BFGS iterations of the iterative relaxation")
-    p.add_argument("--iter-rank", type=int, default=500, help="Nystroem landmarks of the preconditioner (doubled on a stall)")
+    p.add_argument("--iter-rank", type=int, default=None, help="Nystroem landmarks of the preconditioner (doubled on "
+                   "a stall; default: IterativeSettings.initial_rank, max(500, N / 20))")
     p.add_argument("--iter-probes", type=int, default=64, help="probe vectors of the log-determinant")
     p.add_argument("--iter-kernel", default="auto", choices=["auto", "dense", "blocked", "keops"],
                    help="how the iterative path holds the kernel (IterativeSettings.kernel)")

@@ -82,6 +82,41 @@ def test_kernel_storage_choice(monkeypatch):
     assert IterativeSettings().kernel_storage(10**7, cpu) == "blocked"      # KeOps is slowest on the CPU
 
 
+def test_initial_rank_grows_with_n():
+    """The first stage's landmarks: max(500, N / 20) within max_preconditioner_rank and N, unless set."""
+    it = IterativeSettings()
+    assert [it.initial_rank(n) for n in (300, 4000, 20000, 100000)] == [300, 500, 1000, 4000]
+    assert IterativeSettings(preconditioner_rank=64).initial_rank(20000) == 64
+    assert IterativeSettings(preconditioner_rank=64).initial_rank(50) == 50
+    assert IterativeSettings(max_preconditioner_rank=800).initial_rank(20000) == 800
+
+
+def test_one_cg_run_per_evaluation_gives_the_gls_mean(methanol, monkeypatch):
+    """The GLS terms ride in the probes' CG run (polarised columns): one CG run per evaluation, where a separate
+    mean solve made two, and its GLS mean and ll equal the exact ones; mean_tolerance adds one mean solve."""
+    import linear_operator.utils as lu
+    train, _ = methanol
+    x, y = train.x, train.property("iqa")
+    u = torch.tensor([0.3359, 0.2985, 0.0205, 0.2776, 0.0286, 0.0240, 0.2905, 0.0512, 0.0108, 0.0693, 0.1656,
+                      0.1788], dtype=torch.float64).log()
+    runs = []
+    cg = lu.linear_cg
+    monkeypatch.setattr(lu, "linear_cg", lambda *a, **kw: runs.append(a[1].shape[-1]) or cg(*a, **kw))
+    lik = IterativeLikelihood(x, y, train.cyclic, 1e-6, preconditioner_rank=x.shape[0], trace_samples=8,
+                              cg_tolerance=1e-8)
+    est = lik(u)
+    assert runs == [8 + 3]                                        # 8 probes and y0, s 1, y0 + s 1
+    exact = FFLUXLikelihood(x, y, cyclic=train.cyclic, nugget=1e-6, max_jitter=0)(u.reshape(1, -1))
+    assert est.mean == pytest.approx(float(exact.mean[0]), rel=1e-9)
+    assert est.ll == pytest.approx(float(exact.ll[0]), rel=1e-9)  # a full-rank preconditioner: exact
+    assert est.sigma2 == pytest.approx(float(exact.sigma2[0]), rel=1e-8)
+    # at this optimum |d ll / d log theta| <= 0.11 (of ll = 4668): agreement to rounding (6.7e-7 measured)
+    torch.testing.assert_close(est.grad, exact.grad[0], rtol=1e-4, atol=1e-5)
+    runs.clear()
+    assert lik(u, grad=False, mean_tolerance=1e-10).mean == pytest.approx(est.mean, rel=1e-10)
+    assert runs == [11, 2]
+
+
 def test_blocked_kernel_estimate_equals_the_dense_one(methanol):
     """The iterative estimate and its gradient with the kernel recomputed in row blocks (no n x n storage) equal
     the dense kernel's at a methanol optimum; several row blocks are exercised."""

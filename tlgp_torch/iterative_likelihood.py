@@ -70,6 +70,9 @@ class IterativeLikelihood:
                              lanczos_iterations=lanczos_iterations)
         self.n_evals = 0
         self.pivots: torch.Tensor | None = None  # preconditioner landmarks, fixed at the first evaluation
+        # centre m0 of y and scale s of the constant column, fixed at the first evaluation (see __call__)
+        self.centre: float | None = None
+        self.scale: float | None = None
 
     def context(self) -> ExitStack:
         """gpytorch settings of every solve: CG + Lanczos at any N, preconditioned from the first point on."""
@@ -130,7 +133,22 @@ class IterativeLikelihood:
             # exactly (as gpytorch's own preconditioner); the Woodbury operator would sample by Lanczos
             precond = PsdSumLinearOperator(RootLinearOperator(root), DiagLinearOperator(noise))
             cached = (woodbury._solve, precond, woodbury._logdet())
+            if self.centre is None:
+                self._fix_centre(woodbury)
         return AddedDiagLinearOperator(R._linear_op, R._diag_tensor, preconditioner_override=lambda _: cached)
+
+    def _fix_centre(self, P) -> None:
+        """Centre m0 (the GLS mean under the preconditioner P) and column scale s = (y0' P^-1 y0 / 1' P^-1 1)^1/2 of
+        y0 = y - m0: near the GLS mean and balanced columns keep the polarised cross term of __call__ accurate."""
+        with torch.no_grad():
+            yc = self.y - self.y.mean()
+            one = torch.ones_like(self.y)
+            sol = P.solve(torch.stack([yc, one], -1))
+            b = float(one @ sol[:, 1])
+            self.centre = float(self.y.mean()) + float(one @ sol[:, 0]) / b
+            y0 = self.y - self.centre
+            a = float(y0 @ P.solve(y0.unsqueeze(-1)).squeeze(-1))
+            self.scale = math.sqrt(a / b) if a > 0 and b > 0 else 1.0
 
     def __call__(self, log_theta: torch.Tensor, grad: bool = True, mean_tolerance: float | None = None
                  ) -> IterativeEstimate:
@@ -143,18 +161,27 @@ class IterativeLikelihood:
             warnings.simplefilter("always", NumericalWarning)
             torch.manual_seed(self.seed)  # the same probes at every theta: a deterministic estimate
             R = self.preconditioned(log_theta, grad)
-            tol = self.settings["cg_tolerance"] if mean_tolerance is None else mean_tolerance
-            # GLS mean; d ll / d mean = 0 there, so it is held fixed in the gradient
-            with torch.no_grad(), gpytorch.settings.cg_tolerance(tol), gpytorch.settings.eval_cg_tolerance(tol):
-                sol = R.solve(torch.stack([self.y, torch.ones_like(self.y)], -1))
-                mean = float(sol[:, 0].sum() / sol[:, 1].sum())
-            resid = (self.y - mean).unsqueeze(-1)
+            # one CG run for the probes and the GLS terms: with y0 = y - m0 and s fixed, the columns y0, s 1 and
+            # y0 + s 1 give a = y0'R^-1 y0, B = s^2 1'R^-1 1 and, by polarisation, sc = s 1'R^-1 y0; the GLS mean is
+            # m0 + s sc / B and the quadratic form at it a - sc^2 / B (its gradient is the fixed-mean one there)
+            y0 = self.y - self.centre
+            s1 = torch.full_like(self.y, self.scale)
             with torch.set_grad_enabled(grad):
-                quad, logdet = R.inv_quad_logdet(resid, logdet=True)
+                inv_quads, logdet = R.inv_quad_logdet(torch.stack([y0, s1, y0 + s1], -1), logdet=True,
+                                                      reduce_inv_quad=False)
+                a, big_b, q = inv_quads.unbind(-1)
+                sc = 0.5 * (q - a - big_b)
+                quad = a - sc * sc / big_b
+                mean = self.centre + self.scale * float(sc.detach() / big_b.detach())
                 sigma2 = quad / self.n
                 ll = -0.5 * self.n * sigma2.log() - 0.5 * logdet
                 if grad:
                     ll.backward()
+            if mean_tolerance is not None:  # the GLS mean solved alone to mean_tolerance
+                with torch.no_grad(), gpytorch.settings.cg_tolerance(mean_tolerance), \
+                        gpytorch.settings.eval_cg_tolerance(mean_tolerance):
+                    sol = R.solve(torch.stack([self.y, torch.ones_like(self.y)], -1))
+                    mean = float(sol[:, 0].sum() / sol[:, 1].sum())
         cg = []  # CG's give-up warnings are reported in the estimate; everything else is passed on
         for w in caught:
             if issubclass(w.category, NumericalWarning) and "CG terminated" in str(w.message):
