@@ -150,10 +150,8 @@ class IterativeLikelihood:
             a = float(y0 @ P.solve(y0.unsqueeze(-1)).squeeze(-1))
             self.scale = math.sqrt(a / b) if a > 0 and b > 0 else 1.0
 
-    def __call__(self, log_theta: torch.Tensor, grad: bool = True, mean_tolerance: float | None = None
-                 ) -> IterativeEstimate:
-        """Estimate at log theta [D]; the gradient is that of the estimated ll (zeros when grad=False);
-        mean_tolerance: CG tolerance of the GLS-mean solves (default: the training solves')."""
+    def __call__(self, log_theta: torch.Tensor, grad: bool = True) -> IterativeEstimate:
+        """Estimate at log theta [D]; the gradient is that of the estimated ll (zeros when grad=False)."""
         self.n_evals += 1
         self.kernel.zero_grad(set_to_none=True)
         devices = [self.x.device] if self.x.device.type == "cuda" else []
@@ -177,11 +175,6 @@ class IterativeLikelihood:
                 ll = -0.5 * self.n * sigma2.log() - 0.5 * logdet
                 if grad:
                     ll.backward()
-            if mean_tolerance is not None:  # the GLS mean solved alone to mean_tolerance
-                with torch.no_grad(), gpytorch.settings.cg_tolerance(mean_tolerance), \
-                        gpytorch.settings.eval_cg_tolerance(mean_tolerance):
-                    sol = R.solve(torch.stack([self.y, torch.ones_like(self.y)], -1))
-                    mean = float(sol[:, 0].sum() / sol[:, 1].sum())
         cg = []  # CG's give-up warnings are reported in the estimate; everything else is passed on
         for w in caught:
             if issubclass(w.category, NumericalWarning) and "CG terminated" in str(w.message):

@@ -7,24 +7,40 @@ from .kernels import fill_rbf_matrix, rbf_matrix
 from .linalg import cholesky_in_place, factor_solve
 
 
+def _factor_in_place(x: torch.Tensor, theta: torch.Tensor, nugget: float, cyclic: torch.Tensor | None) -> torch.Tensor:
+    """One n x n buffer whose column-major view holds the lower Cholesky factor of K(x, x) + nugget I."""
+    n = x.shape[0]
+    A = fill_rbf_matrix(torch.empty(n, n, dtype=x.dtype, device=x.device), x, theta, cyclic)
+    A.diagonal().add_(float(nugget))
+    info = cholesky_in_place(A)
+    if info:
+        raise torch.linalg.LinAlgError(f"kernel matrix + nugget {float(nugget):.3g} I is not positive definite "
+                                       f"(order-{info} leading minor); raise the nugget")
+    return A.mT
+
+
 def fflux_weights(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, mean: float | torch.Tensor,
                   nugget: float | torch.Tensor, cyclic: torch.Tensor | None = None) -> torch.Tensor:
     """Weights w = (K + nugget I)^-1 (y - mean) for x [..., N, D], y [..., N], theta [..., D]."""
     r = y - torch.as_tensor(mean, dtype=x.dtype, device=x.device).unsqueeze(-1)
     if x.dim() == 2:  # one model: one n x n buffer, factorised in place (LAPACK works on the column-major view)
-        n = x.shape[0]
-        A = fill_rbf_matrix(torch.empty(n, n, dtype=x.dtype, device=x.device), x, theta, cyclic)
-        A.diagonal().add_(float(nugget))
-        info = cholesky_in_place(A)
-        if info:
-            raise torch.linalg.LinAlgError(f"kernel matrix + nugget {float(nugget):.3g} I is not positive definite "
-                                           f"(order-{info} leading minor); raise the nugget")
-        return factor_solve(A.mT, r.unsqueeze(-1)).squeeze(-1)
+        return factor_solve(_factor_in_place(x, theta, nugget, cyclic), r.unsqueeze(-1)).squeeze(-1)
     K = rbf_matrix(x, x, theta, cyclic)
     nug = torch.as_tensor(nugget, dtype=x.dtype, device=x.device).reshape(-1, 1, 1) if K.dim() == 3 else nugget
     R = K + nug * torch.eye(x.shape[-2], dtype=x.dtype, device=x.device)
     L = torch.linalg.cholesky(R)
     return torch.cholesky_solve(r.unsqueeze(-1), L).squeeze(-1)
+
+
+def fflux_gls_weights(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, nugget: float,
+                      cyclic: torch.Tensor | None = None, centre: float | None = None) -> tuple[float, torch.Tensor]:
+    """GLS mean 1'R^-1 y / 1'R^-1 1 and weights R^-1 (y - mean) of one model (x [N, D], y [N]) from one in-place
+    Cholesky factor; centre (default: the sample mean) is subtracted first, so a value near the GLS mean avoids
+    cancellation against y's offset."""
+    c = float(y.mean()) if centre is None else float(centre)
+    sol = factor_solve(_factor_in_place(x, theta, nugget, cyclic), torch.stack([y - c, torch.ones_like(y)], -1))
+    delta = sol[:, 0].sum() / sol[:, 1].sum()
+    return c + float(delta), sol[:, 0] - delta * sol[:, 1]
 
 
 def fflux_predict(x_new: torch.Tensor, x: torch.Tensor, weights: torch.Tensor, theta: torch.Tensor,

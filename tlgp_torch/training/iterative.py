@@ -37,7 +37,7 @@ class IterativeSettings:
     stall_gtol: float = 0.01         # stalled: L-BFGS stopped with max |d ll / d log theta| / N above this
     trace_samples: int = 64          # probe vectors of the log-determinant and its gradient
     lanczos_iterations: int = 200    # of the stochastic Lanczos quadrature
-    weights_tolerance: float = 1e-8  # CG tolerance of the final FFLUX weights solve (when no Cholesky fits)
+    weights_tolerance: float = 1e-8  # CG tolerance of the final GLS mean and weights (when no Cholesky fits)
     max_iter: int = 60               # L-BFGS iterations from the transferred seed
     rtol: float = 1e-5               # stop when ll changes by less than rtol |ll| twice in a row
     seed: int = 0                    # of the probe vectors: the same at every evaluation (deterministic estimate)
@@ -185,12 +185,11 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
                     "landmarks; continuing with %d", n, gmax, rank, min(2 * rank, cap))
         rank = min(2 * rank, cap)
     theta = res.x[0].exp()
-    # mean, sigma2 and ll at the accepted point (the last call may be a rejected trial), the GLS mean solved to the
-    # weights' tolerance: the training solves' 1e-4 leaves ~1e-6 relative error in it
-    final = lik(res.x[0], grad=False, mean_tolerance=it.weights_tolerance)
-    params = {"theta": theta, "mean": final.mean, "nugget": nug}
-    weights = final_weights(x, y, cyclic, params, lik, it)
-    return {"theta": theta, "nugget": nug, "mean": final.mean, "sigma2": final.sigma2, "weights": weights,
+    # sigma2 and ll at the accepted point (the last call may be a rejected trial); the GLS mean comes again with the
+    # weights, to their tolerance (the training solves' 1e-4 leaves ~1e-7 relative error in it)
+    final = lik(res.x[0], grad=False)
+    mean, weights = final_mean_and_weights(x, y, cyclic, theta, nug, final.mean, lik, it)
+    return {"theta": theta, "nugget": nug, "mean": mean, "sigma2": final.sigma2, "weights": weights,
             "ll_concentrated_estimate": final.ll, "steps": iters, "evals": evals + 1, "ranks": ranks,
             "reason": res.reason[0], "seconds": time.perf_counter() - t0, "kernel": storage}
 
@@ -217,15 +216,19 @@ def _projected_gmax(u: torch.Tensor, g: torch.Tensor, lower, upper) -> float:
     return float((g * free).abs().max())
 
 
-def final_weights(x, y, cyclic, params: dict, lik, it: IterativeSettings) -> torch.Tensor:
-    """FFLUX weights R^-1 (y - mean): one in-place Cholesky when a single n x n buffer fits the memory budget,
-    else a preconditioned CG solve to it.weights_tolerance (warned)."""
-    from ..predict import fflux_weights
+def final_mean_and_weights(x, y, cyclic, theta: torch.Tensor, nugget: float, centre: float, lik,
+                           it: IterativeSettings) -> tuple[float, torch.Tensor]:
+    """GLS mean and FFLUX weights R^-1 (y - mean) at theta: from one in-place Cholesky factor when a single n x n
+    buffer fits the memory budget, else from one preconditioned CG run to it.weights_tolerance (warned); centre is
+    the estimate's GLS mean, subtracted from y first."""
+    from ..predict import fflux_gls_weights
     n = x.shape[0]
     if n * n * x.element_size() * 1.1 <= memory_budget(x.device, 0.8):
-        return fflux_weights(x, y, params["theta"].reshape(-1), params["mean"], params["nugget"], cyclic)
-    log.warning("N=%d: FFLUX weights by preconditioned CG to a relative residual of %.0e (no room for one "
-                "Cholesky factor)", n, it.weights_tolerance)
+        return fflux_gls_weights(x, y, theta.reshape(-1), nugget, cyclic, centre=centre)
+    log.warning("N=%d: GLS mean and FFLUX weights by preconditioned CG to a relative residual of %.0e (no room for "
+                "one Cholesky factor)", n, it.weights_tolerance)
     tol = it.weights_tolerance
     with torch.no_grad(), lik.context(), gpytorch.settings.cg_tolerance(tol), gpytorch.settings.eval_cg_tolerance(tol):
-        return lik.operator(params["theta"].log()).solve((y - params["mean"]).unsqueeze(-1)).squeeze(-1)
+        sol = lik.preconditioned(theta.log(), grad=False).solve(torch.stack([y - centre, torch.ones_like(y)], -1))
+    delta = sol[:, 0].sum() / sol[:, 1].sum()
+    return centre + float(delta), sol[:, 0] - delta * sol[:, 1]
