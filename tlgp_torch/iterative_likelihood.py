@@ -142,12 +142,10 @@ class IterativeLikelihood:
         y0 = y - m0: near the GLS mean and balanced columns keep the polarised cross term of __call__ accurate."""
         with torch.no_grad():
             yc = self.y - self.y.mean()
-            one = torch.ones_like(self.y)
-            sol = P.solve(torch.stack([yc, one], -1))
-            b = float(one @ sol[:, 1])
-            self.centre = float(self.y.mean()) + float(one @ sol[:, 0]) / b
-            y0 = self.y - self.centre
-            a = float(y0 @ P.solve(y0.unsqueeze(-1)).squeeze(-1))
+            sol = P.solve(torch.stack([yc, torch.ones_like(self.y)], -1))
+            b, c = float(sol[:, 1].sum()), float(sol[:, 0].sum())
+            self.centre = float(self.y.mean()) + c / b
+            a = float(yc @ sol[:, 0]) - c * c / b  # y0' P^-1 y0 for y0 = yc - (c / b) 1, from the same solves
             self.scale = math.sqrt(a / b) if a > 0 and b > 0 else 1.0
 
     def __call__(self, log_theta: torch.Tensor, grad: bool = True) -> IterativeEstimate:

@@ -17,3 +17,10 @@ def factor_solve(L: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     unlike torch.cholesky_solve, L is not copied."""
     z = torch.linalg.solve_triangular(L, rhs, upper=False)
     return torch.linalg.solve_triangular(L.mT, z, upper=True)
+
+
+def gls_from_solves(centre: float | torch.Tensor, sol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """GLS mean centre + 1'R^-1 r / 1'R^-1 1 and weights R^-1 (y - mean) from sol [..., N, 2] = R^-1 [r, 1] with
+    r = y - centre; the mean has sol's batch shape."""
+    delta = sol[..., 0].sum(-1) / sol[..., 1].sum(-1)
+    return centre + delta, sol[..., 0] - delta.unsqueeze(-1) * sol[..., 1]

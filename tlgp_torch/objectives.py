@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from .kernels import SqDistContraction, block_rows_for, fill_rbf_matrix, rbf_matrix, scaled_sq_dist, wrap_correction
-from .linalg import cholesky_in_place, factor_solve
+from .linalg import cholesky_in_place, factor_solve, gls_from_solves
 
 KINDS = ("concentrated", "marginal")
 LOG_2PI = math.log(2.0 * math.pi)
@@ -180,8 +180,7 @@ class FFLUXLikelihood:
         # one solve gives both objectives: GLS mean (concentrated) and training mean (marginal)
         sol = factor_solve(L, torch.stack([y, torch.ones_like(y)], -1))
         logdet = 2.0 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-        mu_gls = sol[..., 0].sum(-1) / sol[..., 1].sum(-1)
-        a_gls = sol[..., 0] - mu_gls.unsqueeze(-1) * sol[..., 1]
+        mu_gls, a_gls = gls_from_solves(0.0, sol)
         sigma2_gls = ((y - mu_gls.unsqueeze(-1)) * a_gls).sum(-1) / n
         ll_conc = -0.5 * n * sigma2_gls.log() - 0.5 * logdet
         mu_bar = y.mean(-1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .kernels import fill_rbf_matrix, rbf_matrix
-from .linalg import cholesky_in_place, factor_solve
+from .linalg import cholesky_in_place, factor_solve, gls_from_solves
 
 
 def _factor_in_place(x: torch.Tensor, theta: torch.Tensor, nugget: float, cyclic: torch.Tensor | None) -> torch.Tensor:
@@ -38,14 +38,9 @@ def fflux_gls_weights(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, nug
     Cholesky factor; centre (default: the sample mean) is subtracted first, so a value near the GLS mean avoids
     cancellation against y's offset."""
     c = float(y.mean()) if centre is None else float(centre)
-    return gls_from_solves(c, factor_solve(_factor_in_place(x, theta, nugget, cyclic),
-                                           torch.stack([y - c, torch.ones_like(y)], -1)))
-
-
-def gls_from_solves(centre: float, sol: torch.Tensor) -> tuple[float, torch.Tensor]:
-    """GLS mean and weights from the solves sol [N, 2] = R^-1 [y - centre, 1]."""
-    delta = sol[:, 0].sum() / sol[:, 1].sum()
-    return centre + float(delta), sol[:, 0] - delta * sol[:, 1]
+    mean, w = gls_from_solves(c, factor_solve(_factor_in_place(x, theta, nugget, cyclic),
+                                              torch.stack([y - c, torch.ones_like(y)], -1)))
+    return float(mean), w
 
 
 def fflux_predict(x_new: torch.Tensor, x: torch.Tensor, weights: torch.Tensor, theta: torch.Tensor,

@@ -221,7 +221,8 @@ def final_mean_and_weights(x, y, cyclic, theta: torch.Tensor, nugget: float, cen
     """GLS mean and FFLUX weights R^-1 (y - mean) at theta: from one in-place Cholesky factor when a single n x n
     buffer fits the memory budget, else from one preconditioned CG run to it.weights_tolerance (warned); centre is
     the estimate's GLS mean, subtracted from y first."""
-    from ..predict import fflux_gls_weights, gls_from_solves
+    from ..linalg import gls_from_solves
+    from ..predict import fflux_gls_weights
     n = x.shape[0]
     if n * n * x.element_size() * 1.1 <= memory_budget(x.device, 0.8):
         return fflux_gls_weights(x, y, theta.reshape(-1), nugget, cyclic, centre=centre)
@@ -230,4 +231,5 @@ def final_mean_and_weights(x, y, cyclic, theta: torch.Tensor, nugget: float, cen
     tol = it.weights_tolerance
     with torch.no_grad(), lik.context(), gpytorch.settings.cg_tolerance(tol), gpytorch.settings.eval_cg_tolerance(tol):
         sol = lik.preconditioned(theta.log(), grad=False).solve(torch.stack([y - centre, torch.ones_like(y)], -1))
-    return gls_from_solves(centre, sol)
+    mean, weights = gls_from_solves(centre, sol)
+    return float(mean), weights
