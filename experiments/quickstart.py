@@ -23,16 +23,19 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        from tlgp_torch.datasets import generate, load_generation_config
         import tblite.interface  # noqa: F401  (fail early, with the install hint, when the qm extra is missing)
+
+        from tlgp_torch.generation import load_generation_config
+        from tlgp_torch.generation import generate
     except ImportError as err:
         print(f"quickstart: the data generation needs the qm extra ({err}): pip install -e \".[plot,qm]\"",
               file=sys.stderr)
         return 2
-    from tlgp_torch.compare import compare_methods, format_table, warm_up
-    from tlgp_torch.data import read_ichor_csv, read_validation_set
-    from tlgp_torch.metrics import plot_s_curves, s_curve
-    from tlgp_torch.training import DirectTrainer, TransferTrainer
+    from tlgp_torch.evaluation.compare import compare_methods, format_table, warm_up
+    from tlgp_torch.evaluation.metrics import plot_s_curves, s_curve
+    from tlgp_torch.io.ichor_csv import read_ichor_csv, read_validation_set
+    from tlgp_torch.training.direct import DirectTrainer
+    from tlgp_torch.training.transfer import TransferTrainer
 
     out = pathlib.Path(args.out)
     cfg = load_generation_config(DATA_CONFIG, out_dir=out / "ETHANOL")

@@ -28,6 +28,8 @@ import time
 
 import torch
 
+from tlgp_torch.units import HARTREE_TO_KJMOL
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_BIG = ROOT / "data" / "gfn2" / "ethanol_100k"
 SHARED = ROOT.parent / "shared" / "data" / "fflux"
@@ -45,7 +47,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _load(path: str, n: int | None, prop: str):
-    from tlgp_torch.data import read_ichor_csv
+    from tlgp_torch.io.ichor_csv import read_ichor_csv
     data = read_ichor_csv(path, [prop])
     if n is not None:
         if n > data.n_points:
@@ -57,8 +59,9 @@ def _load(path: str, n: int | None, prop: str):
 def job_eval(spec: dict) -> dict:
     """One likelihood+gradient, ours vs gpytorch, at a TL-like theta; median of `repeats`."""
     import gpytorch
-    from tlgp_torch.models import AnisotropicGP
-    from tlgp_torch.objectives import FFLUXLikelihood
+
+    from tlgp_torch.likelihoods.exact import FFLUXLikelihood
+    from tlgp_torch.models.anisotropic_gp import AnisotropicGP
     device = torch.device(spec["device"])
     data = _load(spec["train"], spec["n"], spec["prop"])
     x, y = data.x.to(device), data.property(spec["prop"]).to(device)
@@ -101,9 +104,9 @@ def job_train(spec: dict) -> dict:
     """TL of one model on the first n points (exact or iterative relaxation); validation MAE; exact ll if it fits."""
     # the trainers' progress lines (a spawned worker does not inherit the parent's logging set-up)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    from tlgp_torch.objectives import FFLUXLikelihood
-    from tlgp_torch.training import TransferTrainer
+    from tlgp_torch.likelihoods.exact import FFLUXLikelihood
     from tlgp_torch.training.iterative import IterativeSettings
+    from tlgp_torch.training.transfer import TransferTrainer
     device = torch.device(spec["device"])
     data = _load(spec["train"], spec["n"], spec["prop"])
     val = _load(spec["val"], None, spec["prop"])
@@ -123,7 +126,7 @@ def job_train(spec: dict) -> dict:
     out["seconds"] = time.perf_counter() - t0
     out["peak_gb"] = _peak_bytes(device) / 1e9
     pred = res.predict(val.x.to(device)).cpu()
-    scale = 2625.4996394799 if spec["prop"] in ("energy", "iqa") else 1.0
+    scale = HARTREE_TO_KJMOL if spec["prop"] in ("energy", "iqa") else 1.0
     out["val_mae"] = float((pred - val.property(spec["prop"])).abs().mean()) * scale
     out["unit"] = "kJ/mol" if scale != 1.0 else "e"
     out["ll_reported"] = res.ll_concentrated
@@ -255,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             if not (tr.is_file() and va.is_file()):
                 print(f"skip {system}: {tr} or its validation set not found", flush=True)
                 continue
-            from tlgp_torch.data import read_ichor_csv
+            from tlgp_torch.io.ichor_csv import read_ichor_csv
             n = min(args.d_n, read_ichor_csv(tr, [prop]).n_points)
             rows.append(_run(job_train, {"train": str(tr), "val": str(va), "n": n, "prop": prop, "path": "exact",
                                          "device": dev, **_iter_spec(args), "label": system,

@@ -23,10 +23,11 @@ import time
 
 import torch
 
-from tlgp_torch.data import read_ichor_csv, read_validation_set
-from tlgp_torch.device import resolve_device, synchronize
-from tlgp_torch.metrics import errors
-from tlgp_torch.training import DirectTrainer, TransferTrainer
+from tlgp_torch.evaluation.metrics import errors
+from tlgp_torch.io.ichor_csv import read_ichor_csv, read_validation_set
+from tlgp_torch.runtime.device import resolve_device, synchronize
+from tlgp_torch.training.direct import DirectTrainer
+from tlgp_torch.training.transfer import TransferTrainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

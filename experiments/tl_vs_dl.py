@@ -18,10 +18,11 @@ import time
 import pandas as pd
 import torch
 
-from tlgp_torch.compare import compare_methods, format_table, warm_up
-from tlgp_torch.data import read_ichor_csv, read_validation_set
-from tlgp_torch.optim import StoppingRule
-from tlgp_torch.training import DirectTrainer, TransferTrainer
+from tlgp_torch.evaluation.compare import compare_methods, format_table, warm_up
+from tlgp_torch.io.ichor_csv import read_ichor_csv, read_validation_set
+from tlgp_torch.optim.stopping import StoppingRule
+from tlgp_torch.training.direct import DirectTrainer
+from tlgp_torch.training.transfer import TransferTrainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

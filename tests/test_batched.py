@@ -2,11 +2,12 @@
 import pytest
 import torch
 
-from tlgp_torch.data import read_ichor_csv
-from tlgp_torch.objectives import FFLUXLikelihood
-from tlgp_torch.optim import StoppingRule
-from tlgp_torch.training import DirectTrainer, TransferTrainer
-from tlgp_torch.training.fitting import final_states
+from tlgp_torch.io.ichor_csv import read_ichor_csv
+from tlgp_torch.likelihoods.exact import FFLUXLikelihood
+from tlgp_torch.optim.stopping import StoppingRule
+from tlgp_torch.training.direct import DirectTrainer
+from tlgp_torch.training.final import final_states
+from tlgp_torch.training.transfer import TransferTrainer
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_memory_chunked_batch_equals_unchunked(water_tasks, monkeypatch):
     and starts travel with their chunk."""
     trainer = DirectTrainer(restarts=3, seed=5)
     whole = trainer.fit_many(water_tasks[:3])
-    monkeypatch.setattr("tlgp_torch.training.fitting.members_per_chunk", lambda n, budget: 2)
+    monkeypatch.setattr("tlgp_torch.training.multistart.members_per_chunk", lambda n, budget: 2)
     chunked = trainer.fit_many(water_tasks[:3])
     for a, b in zip(whole, chunked):
         assert b.status == "ok" and b.ll_concentrated == pytest.approx(a.ll_concentrated, rel=1e-9)
@@ -66,7 +67,8 @@ def test_molecule_as_one_batched_gpytorch_model(water_tasks, convention):
     B separate models. (Water O1 q10 is left out: it is numerical noise around 0, and in the gpytorch convention
     its relaxation runs to max_iter.)"""
     import gpytorch
-    from tlgp_torch.models import AnisotropicGP
+
+    from tlgp_torch.models.anisotropic_gp import AnisotropicGP
     tasks = [t for t in water_tasks if t[1] != "q10"]
     results = TransferTrainer(seed=5, source_size=0.5, convention=convention).fit_many(tasks)
     model = AnisotropicGP.from_results(results)

@@ -5,9 +5,10 @@ import dataclasses
 import pytest
 import torch
 
-from tlgp_torch.checkpoint import FORMAT, load_checkpoint, save_checkpoint
-from tlgp_torch.optim import StoppingRule
-from tlgp_torch.training import DirectTrainer, TrainResult
+from tlgp_torch.io.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from tlgp_torch.optim.stopping import StoppingRule
+from tlgp_torch.training.direct import DirectTrainer
+from tlgp_torch.training.result import TrainResult
 
 
 @pytest.fixture(scope="module")

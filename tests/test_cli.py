@@ -8,10 +8,12 @@ import math
 import pandas as pd
 import pytest
 
-from tlgp_torch.checkpoint import load_checkpoint
-from tlgp_torch.cli import main
-from tlgp_torch.data import read_ferebus_model, read_ichor_csv
-from tlgp_torch.training import TransferTrainer
+from tlgp_torch.cli.main import main
+from tlgp_torch.io.checkpoint import load_checkpoint
+from tlgp_torch.io.ferebus_model import read_ferebus_model
+from tlgp_torch.io.ichor_csv import read_ichor_csv
+from tlgp_torch.training.transfer import TransferTrainer
+from tlgp_torch.units import HARTREE_TO_KJMOL
 
 TINY = """
 [train]
@@ -65,7 +67,7 @@ def test_train_writes_checkpoint_results_and_model(trained, fflux_dir):
         "WATER", "O1", "iqa", "TL", "kJ/mol")
     assert row.ll_concentrated == pytest.approx(result.ll_concentrated) and 0 < row.val_mae < row.val_max
     val = read_ichor_csv(fflux_dir / "WATER_O1_VALIDATION_SET.csv", ["iqa"])
-    mae = float((result.predict(val.x) - val.property("iqa")).abs().mean()) * 2625.4996
+    mae = float((result.predict(val.x) - val.property("iqa")).abs().mean()) * HARTREE_TO_KJMOL
     assert row.val_mae == pytest.approx(mae, rel=1e-9)
 
 
@@ -99,7 +101,7 @@ def test_predict_command(trained, fflux_dir, tmp_path, capsys):
     assert list(table.columns) == ["index", "prediction", "truth", "error"] and len(table) == 500
     assert (table.error - (table.prediction - table.truth)).abs().max() < 1e-12
     val_mae = pd.read_csv(out / "results.csv").val_mae[0]
-    assert table.error.abs().mean() * 2625.4996 == pytest.approx(val_mae, rel=1e-6)
+    assert table.error.abs().mean() * HARTREE_TO_KJMOL == pytest.approx(val_mae, rel=1e-6)
 
 
 def test_predict_without_property_column(trained, tmp_path, capsys):
@@ -199,8 +201,10 @@ def test_missing_data_exits_2(fflux_dir, tmp_path, capsys):
 def test_export_command_writes_an_fflux_folder(fflux_dir, tmp_path, capsys):
     """Train all three water atoms, export: .model files FFLUX reads, a potential equal to the checkpoints."""
     import torch
-    from tlgp_torch.export import load_potential
-    from tlgp_torch.features import ANGSTROM_TO_BOHR, HARTREE_TO_EV, alf_features
+
+    from tlgp_torch.export.saving import load_potential
+    from tlgp_torch.features import alf_features
+    from tlgp_torch.units import ANGSTROM_TO_BOHR, HARTREE_TO_EV
 
     config = tmp_path / "water3.toml"
     config.write_text(f'[data]\ndir = "{fflux_dir}"\nsystem = "WATER"\natoms = ["O1", "H2", "H3"]\n'
@@ -232,7 +236,7 @@ def test_export_command_writes_an_fflux_folder(fflux_dir, tmp_path, capsys):
 
 def test_long_fits_log_progress(fflux_dir, tmp_path, monkeypatch, capsys):
     """A fit longer than PROGRESS_EVERY_S prints progress lines (here: every iteration)."""
-    monkeypatch.setattr("tlgp_torch.training.fitting.PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr("tlgp_torch.training.settings.PROGRESS_EVERY_S", 0.0)
     config = water_config(tmp_path, fflux_dir)
     assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err

@@ -4,8 +4,10 @@ import pathlib
 
 import pytest
 
-from tlgp_torch.config import ConfigError, load_config
-from tlgp_torch.training import DirectTrainer, TransferTrainer
+from tlgp_torch.config.experiment import load_config
+from tlgp_torch.config.toml import ConfigError
+from tlgp_torch.training.direct import DirectTrainer
+from tlgp_torch.training.transfer import TransferTrainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MINIMAL = '[data]\nsystem = "WATER"\natoms = ["O1"]\nproperties = ["iqa"]\n'

@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 
-from tlgp_torch.objectives import FFLUXLikelihood
-from tlgp_torch.optim import StoppingRule
-from tlgp_torch.predict import fflux_weights
-from tlgp_torch.training import DirectTrainer, TransferTrainer
+from tlgp_torch.likelihoods.exact import FFLUXLikelihood
+from tlgp_torch.models.posterior import fflux_weights
+from tlgp_torch.optim.stopping import StoppingRule
+from tlgp_torch.training.direct import DirectTrainer
+from tlgp_torch.training.transfer import TransferTrainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -57,7 +58,7 @@ def test_training_on_cuda_matches_cpu(trainer):
 
 def _iterative_estimate(device: str, kernel: str = "dense"):
     """The iterative ll estimate on `device`, twice, next to the exact ll and gradient (CPU)."""
-    from tlgp_torch.iterative_likelihood import IterativeLikelihood
+    from tlgp_torch.likelihoods.iterative import IterativeLikelihood
     x, y, cyc = _data(n=400)
     u = torch.full((x.shape[1],), 0.5, dtype=torch.float64).log()
     # as many landmarks as points: the preconditioner is R itself, so the estimate must equal the exact values

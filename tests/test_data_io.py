@@ -5,10 +5,10 @@ import csv
 import pytest
 import torch
 
-from tlgp_torch.data import (
-    AtomDataset, DataFormatError, complement, cyclic_feature_mask, random_subsets, read_ichor_csv,
-    read_validation_set, write_ichor_csv,
-)
+from tlgp_torch.data.dataset import AtomDataset, cyclic_feature_mask
+from tlgp_torch.data.subsets import complement, random_subsets
+from tlgp_torch.io.errors import DataFormatError
+from tlgp_torch.io.ichor_csv import read_ichor_csv, read_validation_set, write_ichor_csv
 
 # (file, N, D) from /work/shared/data/README.md
 SHARED_SETS = [

@@ -10,12 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from tlgp_torch.config import ConfigError
-from tlgp_torch.data import read_ichor_csv
-from tlgp_torch.datasets import (GenerationError, MoleculeError, check_geometry, generate, load_generation_config,
-                                 plan_tasks, read_xyz)
-from tlgp_torch.datasets.checks import Topology, near_duplicates
-from tlgp_torch.features import ANGSTROM_TO_BOHR, alf_features
+from tlgp_torch.config.toml import ConfigError
+from tlgp_torch.generation import (
+    GenerationError,
+    MoleculeError,
+    check_geometry,
+    load_generation_config,
+    plan_tasks,
+    read_xyz,
+)
+from tlgp_torch.features import alf_features
+from tlgp_torch.generation import generate
+from tlgp_torch.generation.checks import Topology, near_duplicates
+from tlgp_torch.io.ichor_csv import read_ichor_csv
+from tlgp_torch.units import ANGSTROM_TO_BOHR
 
 WATER = [8, 1, 1]
 WATER_POS = np.array([[0.0, 0.0, 0.12], [0.0, 0.76, -0.47], [0.0, -0.76, -0.47]])
@@ -114,7 +122,7 @@ def test_near_duplicates_are_rotation_invariant():
 
 def test_gfn2_labels_sum_and_are_reproducible():
     need_qm()
-    from tlgp_torch.datasets import GFN2
+    from tlgp_torch.generation import GFN2
     gfn2 = GFN2(WATER)
     a, b = gfn2(WATER_POS), gfn2(WATER_POS)
     assert a["energies"].sum() == pytest.approx(a["energy"], abs=1e-10)
@@ -152,7 +160,7 @@ def test_generate_writes_csvs_xyz_provenance_and_caches(tmp_path):
 
 def test_scf_failures_are_dropped_with_frame_numbers(tmp_path, monkeypatch):
     need_qm()
-    from tlgp_torch.datasets import xtb
+    from tlgp_torch.generation import xtb
     cfg = load_generation_config(write(tmp_path, WATER_NM.format(extra="")))
     generate(cfg, in_process=True)  # reference geometry and modes cached; now make labelling fail twice
     for path in [cfg.out_dir / "provenance.json", *cfg.out_dir.glob("cache/task_*.npz")]:
@@ -183,8 +191,8 @@ def test_too_few_frames_stops_with_a_clear_message(tmp_path):
 
 def test_md_fragmentation_and_scf_failure_stop_the_run():
     need_qm()
-    from tlgp_torch.datasets.sampling import MDSettings, langevin_md
-    from tlgp_torch.datasets.xtb import QMSettings
+    from tlgp_torch.generation.sampling import MDSettings, langevin_md
+    from tlgp_torch.generation.xtb import QMSettings
     md = MDSettings(equilibration_ps=0.0, stride_fs=1.0)
 
     class BreaksAtFrame3(Topology):
@@ -201,7 +209,7 @@ def test_md_fragmentation_and_scf_failure_stop_the_run():
 
 def test_md_is_deterministic_and_cli_matches_in_process_run(tmp_path):
     need_qm()
-    from tlgp_torch.cli import main
+    from tlgp_torch.cli.main import main
     text = WATER_NM.format(extra="equilibration_ps = 0.02\nstride_fs = 2.0").replace('"normal_modes"', '"md"')
     cfg = load_generation_config(write(tmp_path, text))
     generate(cfg, in_process=True)
@@ -225,9 +233,9 @@ def test_shipped_configs_agree(data_name, monkeypatch):
     pytest.importorskip("ase", reason="molecule sources need the qm extra (ase): pip install tlgp_torch[qm]")
     if data_name == "fomepizole":
         pytest.importorskip("rdkit", reason="SMILES sources need the qm extra (rdkit): pip install tlgp_torch[qm]")
-    from tlgp_torch.config import load_config
-    from tlgp_torch.datasets import load_molecule
-    from tlgp_torch.features import choose_alf
+    from tlgp_torch.config.experiment import load_config
+    from tlgp_torch.generation import load_molecule
+    from tlgp_torch.features.alf import choose_alf
     repo = pathlib.Path(__file__).resolve().parents[1]
     gen = load_generation_config(repo / "configs" / "data" / f"{data_name}.toml")
     train = load_config(repo / "configs" / f"{TRAINING_CONFIGS[data_name]}.toml")

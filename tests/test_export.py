@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from tlgp_torch.data import read_ferebus_model, read_ichor_csv, write_ferebus_model
-from tlgp_torch.export import to_ferebus_model
-from tlgp_torch.optim import StoppingRule
-from tlgp_torch.training import DirectTrainer
+from tlgp_torch.export.ferebus import to_ferebus_model
+from tlgp_torch.io.ferebus_model import read_ferebus_model, write_ferebus_model
+from tlgp_torch.io.ichor_csv import read_ichor_csv
+from tlgp_torch.optim.stopping import StoppingRule
+from tlgp_torch.training.direct import DirectTrainer
 
 
 def _relative(a, b):

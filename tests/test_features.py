@@ -6,9 +6,14 @@ import pathlib
 import pytest
 import torch
 
-from tlgp_torch.data import cyclic_feature_mask, read_ichor_csv
-from tlgp_torch.features import (ANGSTROM_TO_BOHR, COVALENT_RADII, MASSES, SYMBOLS, alf_features, atomic_numbers,
-                                 choose_alf, connectivity, fragments, non_frame_atoms)
+from tlgp_torch.data.dataset import cyclic_feature_mask
+from tlgp_torch.features import alf_features, connectivity
+from tlgp_torch.features.alf import choose_alf
+from tlgp_torch.features.alf_features import non_frame_atoms
+from tlgp_torch.features.connectivity import fragments
+from tlgp_torch.features.elements import COVALENT_RADII, MASSES, SYMBOLS, atomic_numbers
+from tlgp_torch.io.ichor_csv import read_ichor_csv
+from tlgp_torch.units import ANGSTROM_TO_BOHR
 
 DATA = pathlib.Path(os.environ.get("TLGP_DATA_DIR", pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
                                    / "fflux"))

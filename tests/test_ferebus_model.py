@@ -6,9 +6,8 @@ import math
 import pytest
 import torch
 
-from tlgp_torch.data import (
-    DataFormatError, FerebusModel, ferebus_model_filename, read_ferebus_model, write_ferebus_model,
-)
+from tlgp_torch.io.errors import DataFormatError
+from tlgp_torch.io.ferebus_model import FerebusModel, ferebus_model_filename, read_ferebus_model, write_ferebus_model
 
 # (file, N, D, '# likelihood' value) of the FEREBUS 7.2.0 reference models
 REFERENCE = [

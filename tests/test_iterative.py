@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from tlgp_torch.data import read_ichor_csv
-from tlgp_torch.iterative_likelihood import IterativeLikelihood
-from tlgp_torch.objectives import FFLUXLikelihood
-from tlgp_torch.predict import fflux_weights
-from tlgp_torch.training import TransferTrainer
+from tlgp_torch.io.ichor_csv import read_ichor_csv
+from tlgp_torch.likelihoods.exact import FFLUXLikelihood
+from tlgp_torch.likelihoods.iterative import IterativeLikelihood
+from tlgp_torch.models.posterior import fflux_weights
 from tlgp_torch.training.iterative import IterativeSettings, choose_relax_path, exact_bytes, iterative_dense_bytes
+from tlgp_torch.training.transfer import TransferTrainer
 
 
 def test_path_choice_from_memory(caplog):
@@ -69,7 +69,7 @@ def test_kernel_storage_choice(monkeypatch):
     is dense where the kernel and its gradient fit the budget, else blocked on the CPU (KeOps: GPU only)."""
     with pytest.raises(ValueError, match="kernel must be one of"):
         IterativeSettings(kernel="lazy")
-    import tlgp_torch.keops_kernel as kk
+    import tlgp_torch.kernels.keops as kk
     cpu = torch.device("cpu")
     assert iterative_dense_bytes(1000) == 5 * 8 * 10**6
     monkeypatch.setattr(kk, "keops_available", lambda: False)
@@ -141,7 +141,7 @@ def test_final_mean_and_weights_by_cholesky_and_by_cg(methanol, monkeypatch, cap
 def test_blocked_kernel_estimate_equals_the_dense_one(methanol):
     """The iterative estimate and its gradient with the kernel recomputed in row blocks (no n x n storage) equal
     the dense kernel's at a methanol optimum; several row blocks are exercised."""
-    import tlgp_torch.lean_kernel as lk
+    import tlgp_torch.kernels.blocked as lk
     train, _ = methanol
     x, y = train.x, train.property("iqa")
     u = torch.tensor([0.3359, 0.2985, 0.0205, 0.2776, 0.0286, 0.0240, 0.2905, 0.0512, 0.0108, 0.0693, 0.1656,
@@ -174,7 +174,7 @@ def test_iterative_estimate_is_deterministic_and_close_to_exact(methanol):
 
 def test_iterative_relaxation_reports_progress(fflux_dir, monkeypatch, caplog):
     """Long iterative relaxations log a progress line (here at every iteration) and fill the history."""
-    import tlgp_torch.training.fitting as fitting
+    import tlgp_torch.training.settings as fitting
     from tlgp_torch.training.iterative import relax_iterative
     train = read_ichor_csv(fflux_dir / "WATER_O1_TRAINING_SET.csv", ["iqa"])
     monkeypatch.setattr(fitting, "PROGRESS_EVERY_S", 0.0)

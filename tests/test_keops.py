@@ -5,13 +5,13 @@ import gpytorch
 import pytest
 import torch
 
-from tlgp_torch.iterative_likelihood import IterativeLikelihood
-from tlgp_torch.kernels import CyclicRBFKernel
+from tlgp_torch.kernels.cyclic_rbf import CyclicRBFKernel
+from tlgp_torch.likelihoods.iterative import IterativeLikelihood
 from tlgp_torch.training.iterative import IterativeSettings, relax_iterative
 
 pytest.importorskip("pykeops", reason="pykeops not installed (optional extra: pip install 'tlgp_torch[keops]')")
 
-from tlgp_torch.keops_kernel import CyclicRBFKeOpsKernel  # noqa: E402
+from tlgp_torch.kernels.keops import CyclicRBFKeOpsKernel
 
 
 def _data(n=300, d=4, seed=0):

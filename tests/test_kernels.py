@@ -5,8 +5,8 @@ import gpytorch
 import pytest
 import torch
 
-from tlgp_torch.kernels import (CyclicRBFKernel, lengthscale_to_theta, rbf_matrix, scaled_sq_dist, wrap_angle,
-                                wrap_correction)
+from tlgp_torch.kernels.cyclic_rbf import CyclicRBFKernel
+from tlgp_torch.kernels.formula import lengthscale_to_theta, rbf_matrix, scaled_sq_dist, wrap_angle, wrap_correction
 
 
 def test_wrap_angle_values():

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from tlgp_torch.kernels import rbf_matrix
-from tlgp_torch.lean_kernel import lean_kernel_matrix
+from tlgp_torch.kernels.formula import rbf_matrix
+from tlgp_torch.kernels.lean import lean_kernel_matrix
 
 
 def _data(n=23, d=6, seed=0):
@@ -50,7 +50,7 @@ def test_blocked_operator_products_and_derivative_equal_the_dense_kernel():
     """BlockedKernelOperator: products, entries, diagonal and the bilinear derivative of the dense kernel."""
     from linear_operator.operators import DenseLinearOperator
 
-    from tlgp_torch.lean_kernel import BlockedKernelOperator
+    from tlgp_torch.kernels.blocked import BlockedKernelOperator
     x, cyc, log_theta, _ = _data(n=31, seed=2)
     idx = tuple(torch.nonzero(cyc).flatten().tolist())
     op = BlockedKernelOperator(x, log_theta, idx, block_rows=7)
@@ -78,7 +78,7 @@ def test_blocked_operator_solve_gradient_reaches_log_theta():
     lean dense kernel's."""
     from linear_operator import settings, to_linear_operator
 
-    from tlgp_torch.lean_kernel import BlockedKernelOperator
+    from tlgp_torch.kernels.blocked import BlockedKernelOperator
     x, cyc, log_theta, _ = _data(n=40, seed=5)
     idx = tuple(torch.nonzero(cyc).flatten().tolist())
     y = torch.sin(x.sum(-1, keepdim=True))
@@ -97,8 +97,8 @@ def test_blocked_operator_solve_gradient_reaches_log_theta():
 def _largest_allocation(kernel: str, x, y, cyc, monkeypatch) -> int:
     from torch.profiler import ProfilerActivity, profile
 
-    import tlgp_torch.lean_kernel as lk
-    from tlgp_torch.iterative_likelihood import IterativeLikelihood
+    import tlgp_torch.kernels.blocked as lk
+    from tlgp_torch.likelihoods.iterative import IterativeLikelihood
     monkeypatch.setattr(lk, "block_rows_for", lambda x: 40)
     lik = IterativeLikelihood(x, y, cyc, 1e-2, kernel=kernel, preconditioner_rank=20, trace_samples=4,
                               max_cg_iterations=30, lanczos_iterations=30)

@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from tlgp_torch.data import read_ferebus_model, read_validation_set
-from tlgp_torch.models import AnisotropicGP
-from tlgp_torch.predict import fflux_predict, fflux_weights
+from tlgp_torch.io.ferebus_model import read_ferebus_model
+from tlgp_torch.io.ichor_csv import read_validation_set
+from tlgp_torch.models.anisotropic_gp import AnisotropicGP
+from tlgp_torch.models.posterior import fflux_predict, fflux_weights
 
 
 @pytest.mark.parametrize("name", ["METHANOL_iqa_C1.marginal.model", "METHANOL_iqa_C1.concentrated.model",

@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
-from tlgp_torch.data import read_ferebus_model
-from tlgp_torch.kernels import rbf_matrix
-from tlgp_torch.objectives import FFLUXLikelihood, fflux_log_likelihood
+from tlgp_torch.io.ferebus_model import read_ferebus_model
+from tlgp_torch.kernels.formula import rbf_matrix
+from tlgp_torch.likelihoods.exact import FFLUXLikelihood, fflux_log_likelihood
 
 REFERENCE = [  # file, relative tolerance (ammonia's theta is printed with few digits)
     ("WATER_iqa_O1.marginal.model", 1e-6), ("WATER_iqa_O1.concentrated.model", 1e-6),

@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from tlgp_torch.optim import StoppingRule, batched_adam, batched_lbfgs
+from tlgp_torch.optim.adam import batched_adam
+from tlgp_torch.optim.lbfgs import batched_lbfgs
+from tlgp_torch.optim.stopping import StoppingRule
 
 TIGHT = StoppingRule(rtol=0.0, atol=1e-13, max_iter=1000, patience=3)
 

@@ -8,10 +8,15 @@ import sys
 import pytest
 import torch
 
-from tlgp_torch.data import FerebusModel, cyclic_feature_mask, read_ferebus_model, read_ichor_csv
-from tlgp_torch.export import FFLUXPotential, energy_and_forces, export_molecule, load_potential, save_potential
-from tlgp_torch.features import ANGSTROM_TO_BOHR, HARTREE_TO_EV, alf_features
-from tlgp_torch.predict import fflux_weights
+from tlgp_torch.data.dataset import cyclic_feature_mask
+from tlgp_torch.export.molecule import export_molecule
+from tlgp_torch.export.potential import FFLUXPotential, energy_and_forces
+from tlgp_torch.export.saving import load_potential, save_potential
+from tlgp_torch.features import alf_features
+from tlgp_torch.io.ferebus_model import FerebusModel, read_ferebus_model
+from tlgp_torch.io.ichor_csv import read_ichor_csv
+from tlgp_torch.models.posterior import fflux_weights
+from tlgp_torch.units import ANGSTROM_TO_BOHR, HARTREE_TO_EV, HARTREE_TO_KJMOL
 
 NAMES = ["C1", "O2", "H3", "H4", "H5", "H6"]
 ALF = torch.tensor([[0, 1, 2], [1, 0, 5], [2, 0, 1], [3, 0, 1], [4, 0, 1], [5, 1, 0]])
@@ -159,7 +164,7 @@ def test_ferebus_reference_model_imports_exactly(fflux_dir, name):
     # FEREBUS weights reach 1e5: summing w_i k_i in another order moves the result by ~eps * sum |w_i|
     rounding = 4 * torch.finfo(torch.float64).eps * float(model.weights.abs().sum())
     assert float((pred - _direct_formula(model, x)).abs().max()) < rounding
-    mae_kj = float((pot.predict_features(val.x.unsqueeze(1))[:, 0, 0] - val.property("iqa")).abs().mean()) * 2625.5
+    mae_kj = float((pot.predict_features(val.x.unsqueeze(1))[:, 0, 0] - val.property("iqa")).abs().mean()) * HARTREE_TO_KJMOL
     assert mae_kj < 5.0  # the FEREBUS model is a good model of its own validation set
 
 

@@ -8,12 +8,11 @@ import time
 
 import pandas as pd
 import pytest
-
-from tlgp_torch.checkpoint import load_checkpoint
-from tlgp_torch.cli import main
-from tlgp_torch.sharding import parse_shard, shard_from_env, shard_jobs
-
 from test_cli import TINY
+
+from tlgp_torch.cli.main import main
+from tlgp_torch.io.checkpoint import load_checkpoint
+from tlgp_torch.runtime.sharding import parse_shard, shard_from_env, shard_jobs
 
 ATOMS = ("O1", "H2", "H3")
 PROPS = ("iqa", "q00", "q10", "q11c")
@@ -131,7 +130,8 @@ def test_submitit_local_executor_equals_one(config, single, tmp_path, monkeypatc
 
 
 def test_submit_config_table(fflux_dir, tmp_path):
-    from tlgp_torch.config import ConfigError, load_config
+    from tlgp_torch.config.experiment import load_config
+    from tlgp_torch.config.toml import ConfigError
     path = tmp_path / "c.toml"
     path.write_text(f'[data]\ndir = "{fflux_dir}"\nsystem = "WATER"\natoms = ["O1"]\nproperties = ["iqa"]\n'
                     '[submit]\nshards = 8\npartition = "gpu"\ntimeout_min = 30\n')

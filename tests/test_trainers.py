@@ -3,12 +3,13 @@ import gpytorch
 import pytest
 import torch
 
-from tlgp_torch.data import read_ichor_csv, read_validation_set
-from tlgp_torch.models import AnisotropicGP
-from tlgp_torch.optim import StoppingRule
-from tlgp_torch.training import DirectTrainer, TransferTrainer
+from tlgp_torch.io.ichor_csv import read_ichor_csv, read_validation_set
+from tlgp_torch.optim.stopping import StoppingRule
+from tlgp_torch.training.direct import DirectTrainer
+from tlgp_torch.training.transfer import TransferTrainer
+from tlgp_torch.units import HARTREE_TO_KJMOL
 
-HA = 2625.4996
+HA = HARTREE_TO_KJMOL
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import os
 import numpy as np
 import torch
 
-from ..datasets._deps import require
-from .potential import ENERGY_UNITS, LENGTH_UNITS, FFLUXPotential
-from .saving import load_potential, potential_metadata
+from tlgp_torch.export.potential import ENERGY_UNITS, LENGTH_UNITS, FFLUXPotential
+from tlgp_torch.export.saving import load_potential, potential_metadata
+from tlgp_torch.generation.dependencies import require
 
 __all__ = ["FFLUXCalculator"]
 

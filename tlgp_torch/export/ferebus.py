@@ -5,9 +5,10 @@ from typing import Sequence
 
 import torch
 
-from ..data import FerebusModel, cyclic_feature_mask
-from ..metrics import property_unit
-from ..training.result import TrainResult
+from tlgp_torch.data.dataset import cyclic_feature_mask
+from tlgp_torch.evaluation.metrics import property_unit
+from tlgp_torch.io.ferebus_model import FerebusModel
+from tlgp_torch.training.result import TrainResult
 
 __all__ = ["to_ferebus_model"]
 

@@ -6,13 +6,13 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ..data import FerebusModel, ferebus_model_filename, write_ferebus_model
-from ..data.atomic import atomic_write_text
-from ..features import parse_atom_name
-from ..checkpoint import load_checkpoint
-from .ferebus import to_ferebus_model
-from .potential import CHARGE_PROPERTY, ENERGY_PROPERTIES, FFLUXPotential
-from .saving import potential_metadata, save_potential
+from tlgp_torch.export.ferebus import to_ferebus_model
+from tlgp_torch.export.potential import CHARGE_PROPERTY, ENERGY_PROPERTIES, FFLUXPotential
+from tlgp_torch.export.saving import potential_metadata, save_potential
+from tlgp_torch.features.elements import parse_atom_name
+from tlgp_torch.io.atomic import atomic_write_text
+from tlgp_torch.io.checkpoint import load_checkpoint
+from tlgp_torch.io.ferebus_model import FerebusModel, ferebus_model_filename, write_ferebus_model
 
 __all__ = ["MoleculeExport", "check_fflux_molecule", "export_molecule", "trained_models"]
 

@@ -6,10 +6,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..data import FerebusModel, cyclic_feature_mask
-from ..features import ANGSTROM_TO_BOHR, HARTREE_TO_EV, non_frame_atoms, parse_atom_name
-from ..features.alf_features import frame_features
-from ..kernels import wrap_angle
+from tlgp_torch.data.dataset import cyclic_feature_mask
+from tlgp_torch.features.alf_features import frame_features, non_frame_atoms
+from tlgp_torch.features.elements import parse_atom_name
+from tlgp_torch.io.ferebus_model import FerebusModel
+from tlgp_torch.kernels.formula import wrap_angle
+from tlgp_torch.units import ANGSTROM_TO_BOHR, HARTREE_TO_EV
 
 __all__ = ["CHARGE_PROPERTY", "ENERGY_PROPERTIES", "FFLUXPotential", "energy_and_forces"]
 
@@ -103,7 +105,7 @@ class FFLUXPotential(nn.Module):
     @classmethod
     def from_files(cls, paths: Sequence, **kwargs) -> "FFLUXPotential":
         """Potential from FEREBUS .model files (FEREBUS's own or tlgp_torch's); kwargs as the constructor."""
-        from ..data import read_ferebus_model
+        from tlgp_torch.io.ferebus_model import read_ferebus_model
         return cls([read_ferebus_model(p) for p in paths], **kwargs)
 
     @property

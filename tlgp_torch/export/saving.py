@@ -7,8 +7,8 @@ import pathlib
 
 import torch
 
-from ..data.atomic import atomic_write
-from .potential import FFLUXPotential
+from tlgp_torch.export.potential import FFLUXPotential
+from tlgp_torch.io.atomic import atomic_write
 
 __all__ = ["FORMATS", "load_potential", "potential_metadata", "save_potential"]
 

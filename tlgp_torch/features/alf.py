@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from .connectivity import BOND_TOLERANCE, connectivity
-from .elements import MASSES, atomic_numbers
+from tlgp_torch.features.connectivity import BOND_TOLERANCE, connectivity
+from tlgp_torch.features.elements import MASSES, atomic_numbers
 
 __all__ = ["choose_alf", "priority_order"]
 

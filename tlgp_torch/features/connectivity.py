@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .elements import COVALENT_RADII, atomic_numbers
+from tlgp_torch.features.elements import COVALENT_RADII, atomic_numbers
 
 __all__ = ["BOND_TOLERANCE", "connectivity", "fragments"]
 

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["ANGSTROM_TO_BOHR", "COVALENT_RADII", "HARTREE_TO_EV", "MASSES", "SYMBOLS", "atomic_number", "atomic_numbers",
+__all__ = ["COVALENT_RADII", "MASSES", "SYMBOLS", "atomic_number", "atomic_numbers",
            "parse_atom_name"]
 
-ANGSTROM_TO_BOHR = 1.0 / 0.529177210903  # CODATA 2018 Bohr radius
-HARTREE_TO_EV = 27.211386245988  # CODATA 2018, as ase.units.Hartree
 
 # Z: (symbol, standard atomic mass in u, covalent radius in angstrom; Cordero et al. 2008, as in ase.data)
 _TABLE = {

@@ -5,8 +5,8 @@ from typing import Callable
 
 import torch
 
-from .lbfgs import Objective, OptimResult
-from .stopping import StoppingRule
+from tlgp_torch.optim.lbfgs import Objective, OptimResult
+from tlgp_torch.optim.stopping import StoppingRule
 
 
 def batched_adam(

@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from .stopping import StoppingRule
+from tlgp_torch.optim.stopping import StoppingRule
 
 # fun(params [b, P], members LongTensor [b]) -> (f [b], grad [b, P]); f is minimised, +inf = infeasible
 Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

@@ -1,7 +1,7 @@
 """Trainers: DirectTrainer (multi-start DL) and TransferTrainer (seeding-relaxation TL), and their TrainResult."""
-from .direct import DirectTrainer
-from .fitting import FitSettings
-from .result import TrainResult
-from .transfer import TransferTrainer
+from tlgp_torch.training.direct import DirectTrainer
+from tlgp_torch.training.result import TrainResult
+from tlgp_torch.training.settings import FitSettings
+from tlgp_torch.training.transfer import TransferTrainer
 
 __all__ = ["DirectTrainer", "FitSettings", "TrainResult", "TransferTrainer"]

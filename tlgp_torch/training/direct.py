@@ -5,10 +5,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..device import resolve_device, timed
-from .fitting import (FitSettings, feature_spread, final_states, generator, initial_parameters, make_likelihood,
-                      optimise, parameter_bounds, prepare_tasks)
-from .result import TrainResult, build_results
+from tlgp_torch.runtime.device import resolve_device, timed
+from tlgp_torch.training.final import final_states
+from tlgp_torch.training.multistart import make_likelihood, optimise
+from tlgp_torch.training.prepare import generator, prepare_tasks
+from tlgp_torch.training.result import TrainResult, build_results
+from tlgp_torch.training.settings import FitSettings
+from tlgp_torch.training.starts import feature_spread, initial_parameters, parameter_bounds
 
 
 @dataclass

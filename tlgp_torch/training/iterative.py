@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import gpytorch
 import torch
 
-from ..device import memory_budget
-from ..objectives import LEAN_MIN_N
-from ..optim import StoppingRule, batched_lbfgs
-from . import fitting
+from tlgp_torch.likelihoods.exact import LEAN_MIN_N
+from tlgp_torch.optim.lbfgs import batched_lbfgs
+from tlgp_torch.optim.stopping import StoppingRule
+from tlgp_torch.runtime.device import memory_budget
+from tlgp_torch.training import settings
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class IterativeSettings:
 
     def kernel_storage(self, n: int, device: torch.device, fraction: float = 0.5) -> str:
         """'dense', 'blocked' or 'keops' for n points on device (raises for kernel='keops' without pykeops)."""
-        from ..keops_kernel import keops_available
+        from tlgp_torch.kernels.keops import keops_available
         if self.kernel == "keops" and not keops_available():
             raise ImportError("IterativeSettings(kernel='keops') needs pykeops: pip install 'tlgp_torch[keops]'")
         if self.kernel != "auto":
@@ -112,7 +113,7 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
     memory_fraction of the free memory decides how the kernel is held (it.kernel="auto").
     Each iteration is appended to `history`; a progress line is logged (INFO) every PROGRESS_EVERY_S. Returns theta, nugget, mean, sigma2, FFLUX weights, the ll estimate, iterations, evaluations and seconds.
     """
-    from ..iterative_likelihood import IterativeLikelihood
+    from tlgp_torch.likelihoods.iterative import IterativeLikelihood
     t0 = time.perf_counter()
     n = x.shape[0]
     storage = it.kernel_storage(n, x.device, memory_fraction)
@@ -153,7 +154,7 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
             if history is not None:
                 history.append({"stage": "relaxation", "iter": done + k, "best_ll": ll, "active": int(active.sum()),
                                 "landmarks": rank, "t": now - t0})
-            if now - last_log[0] >= fitting.PROGRESS_EVERY_S:
+            if now - last_log[0] >= settings.PROGRESS_EVERY_S:
                 last_log[0] = now
                 log.info("iterative relaxation of N=%d: iteration %d, ll estimate %.2f, %d landmarks, %d "
                          "evaluations, %.0f s", n, done + k, ll, rank, evals + lik.n_evals, now - t0)
@@ -221,8 +222,8 @@ def final_mean_and_weights(x, y, cyclic, theta: torch.Tensor, nugget: float, cen
     """GLS mean and FFLUX weights R^-1 (y - mean) at theta: from one in-place Cholesky factor when a single n x n
     buffer fits the memory budget, else from one preconditioned CG run to it.weights_tolerance (warned); centre is
     the estimate's GLS mean, subtracted from y first."""
-    from ..linalg import gls_from_solves
-    from ..predict import fflux_gls_weights
+    from tlgp_torch.likelihoods.gls import gls_from_solves
+    from tlgp_torch.models.posterior import fflux_gls_weights
     n = x.shape[0]
     if n * n * x.element_size() * 1.1 <= memory_budget(x.device, 0.8):
         return fflux_gls_weights(x, y, theta.reshape(-1), nugget, cyclic, centre=centre)

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from ..kernels import theta_to_lengthscale
-from ..predict import fflux_predict, fflux_weights
+from tlgp_torch.kernels.formula import theta_to_lengthscale
+from tlgp_torch.models.posterior import fflux_predict, fflux_weights
 
 
 @dataclass
@@ -76,7 +76,7 @@ class TrainResult:
 
     def model(self):
         """The equivalent gpytorch AnisotropicGP (for gpytorch tooling)."""
-        from ..models import AnisotropicGP
+        from tlgp_torch.models.anisotropic_gp import AnisotropicGP
         return AnisotropicGP.from_fflux(self.x_train, self.y_train, self.theta, self.mean, self.nugget,
                                         cyclic=self.cyclic, convention=self.convention, sigma2=self.sigma2)
 

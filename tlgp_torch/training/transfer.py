@@ -12,14 +12,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..data.sampling import complement, random_subsets
-from ..device import resolve_device, timed
-from ..optim import StoppingRule
-from ..predict import fflux_predict, fflux_weights
-from .fitting import (FitSettings, feature_spread, final_states, generator, initial_parameters, make_likelihood,
-                      optimise, parameter_bounds, prepare_tasks)
-from .iterative import IterativeSettings, choose_relax_path, relax_iterative
-from .result import TrainResult, build_results
+from tlgp_torch.data.subsets import complement, random_subsets
+from tlgp_torch.models.posterior import fflux_predict, fflux_weights
+from tlgp_torch.optim.stopping import StoppingRule
+from tlgp_torch.runtime.device import resolve_device, timed
+from tlgp_torch.training.final import final_states
+from tlgp_torch.training.iterative import IterativeSettings, choose_relax_path, relax_iterative
+from tlgp_torch.training.multistart import make_likelihood, optimise
+from tlgp_torch.training.prepare import generator, prepare_tasks
+from tlgp_torch.training.result import TrainResult, build_results
+from tlgp_torch.training.settings import FitSettings
+from tlgp_torch.training.starts import feature_spread, initial_parameters, parameter_bounds
 
 log = logging.getLogger(__name__)
 SELECTIONS = ("holdout_mae", "likelihood")

@@ -1,0 +1,3 @@
+from tlgp_torch.cli.main import main
+
+raise SystemExit(main())

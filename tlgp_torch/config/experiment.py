@@ -1,0 +1,218 @@
+"""TOML experiment configs -> validated dataclasses and ready-to-use trainers.
+
+Allowed keys of [model], [train], [train.stop], [train.dl] and [train.tl] come from the dataclass fields of
+FitSettings, StoppingRule, DirectTrainer and TransferTrainer, and their types from the field annotations.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from tlgp_torch.optim.stopping import StoppingRule
+from tlgp_torch.runtime.device import resolve_device
+from tlgp_torch.runtime.submit import SubmitConfig
+from tlgp_torch.training.direct import DirectTrainer
+from tlgp_torch.training.iterative import IterativeSettings
+from tlgp_torch.training.settings import FitSettings
+from tlgp_torch.training.transfer import TransferTrainer
+
+if sys.version_info >= (3, 11):
+    pass
+else:  # pragma: no cover
+    pass
+
+from tlgp_torch.config.toml import ConfigError, check_value, field_hints, read_table, read_toml
+
+__all__ = ["Config", "ConfigError", "DataConfig", "TrainConfig", "load_config"]
+
+METHODS = ("tl", "dl")
+MODEL_KEYS = ("convention", "likelihood", "nugget", "noise_floor", "mean")
+_FIT = {f.name for f in dataclasses.fields(FitSettings)}
+TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(FitSettings) if f.name not in (*MODEL_KEYS, "stop", "dtype"))
+DL_KEYS = tuple(f.name for f in dataclasses.fields(DirectTrainer) if f.name not in _FIT)
+TL_KEYS = tuple(f.name for f in dataclasses.fields(TransferTrainer) if f.name not in _FIT)
+ENV_DATA_DIR = "TLGP_DATA_DIR"
+
+
+
+
+@dataclass
+class DataConfig:
+    """[data]: where the ICHOR CSVs are and which atoms / properties to model."""
+
+    system: str
+    atoms: list[str]
+    properties: list[str]
+    dir: pathlib.Path = pathlib.Path(".")
+    train: str = "{system}_{atom}_TRAINING_SET.csv"
+    validation: str = "{system}_{atom}_VALIDATION_SET.csv"
+    n_atoms: int | None = None
+    alf: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    dir_source: str = "[data] dir"  # which setting chose `dir` (for error messages)
+
+
+@dataclass
+class TrainConfig:
+    """[train] and its sub-tables, as keyword arguments of the trainer dataclasses."""
+
+    method: str = "tl"
+    settings: dict[str, Any] = field(default_factory=dict)  # FitSettings fields from [train]
+    stop: dict[str, Any] = field(default_factory=dict)      # StoppingRule fields
+    dl: dict[str, Any] = field(default_factory=dict)        # DirectTrainer-only fields
+    tl: dict[str, Any] = field(default_factory=dict)        # TransferTrainer-only fields
+
+
+@dataclass
+class Config:
+    """A whole experiment config."""
+
+    data: DataConfig
+    model: dict[str, Any] = field(default_factory=dict)     # FitSettings fields from [model]
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir_pattern: str = "runs/{system}"
+    path: pathlib.Path | None = None
+    submit: SubmitConfig = field(default_factory=SubmitConfig)
+
+    def _settings(self, seed: int | None) -> dict[str, Any]:
+        kw = {**self.model, **self.train.settings, "stop": StoppingRule(**self.train.stop)}
+        return kw if seed is None else {**kw, "seed": int(seed)}
+
+    def direct_trainer(self, seed: int | None = None) -> DirectTrainer:
+        """DirectTrainer from [model], [train], [train.stop] and [train.dl] (optionally another seed)."""
+        return DirectTrainer(**self._settings(seed), **self.train.dl)
+
+    def transfer_trainer(self, seed: int | None = None) -> TransferTrainer:
+        """TransferTrainer from [model], [train], [train.stop] and [train.tl] (optionally another seed)."""
+        tl = dict(self.train.tl)
+        if isinstance(tl.get("source_stop"), dict):
+            tl["source_stop"] = StoppingRule(**tl["source_stop"])
+        if isinstance(tl.get("iterative"), dict):
+            tl["iterative"] = IterativeSettings(**tl["iterative"])
+        return TransferTrainer(**self._settings(seed), **tl)
+
+    def trainer(self, method: str | None = None, seed: int | None = None) -> DirectTrainer | TransferTrainer:
+        """The trainer for `method` ("tl" or "dl"; default [train] method)."""
+        method = (method or self.train.method).lower()
+        if method not in METHODS:
+            raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
+        return self.transfer_trainer(seed) if method == "tl" else self.direct_trainer(seed)
+
+    def jobs(self, properties: list[str] | None = None) -> list[tuple[str, str]]:
+        """(atom, property) of every model of the config, atom-major (the order shards partition)."""
+        return [(atom, prop) for atom in self.data.atoms for prop in (properties or self.data.properties)]
+
+    def checkpoint_path(self, out: pathlib.Path, atom: str, prop: str) -> pathlib.Path:
+        """Where `tlgp train` writes the model of (atom, prop) under the output folder `out`."""
+        return pathlib.Path(out) / "models" / f"{self.data.system}_{prop}_{atom}.pt"
+
+    def _data_file(self, pattern: str, atom: str) -> pathlib.Path:
+        return self.data.dir / pattern.format(system=self.data.system, atom=atom)
+
+    def train_path(self, atom: str) -> pathlib.Path:
+        """Existing training-set CSV of `atom` (FileNotFoundError naming the resolved path otherwise)."""
+        path = self._data_file(self.data.train, atom)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"training set not found: {path} (data folder {self.data.dir}, from {self.data.dir_source}; "
+                f"point to the CSV folder with --data-dir or {ENV_DATA_DIR})")
+        return path
+
+    def validation_path(self, atom: str) -> pathlib.Path | None:
+        """Validation-set CSV of `atom`, or None when the file does not exist."""
+        path = self._data_file(self.data.validation, atom)
+        return path if path.is_file() else None
+
+    def output_dir(self, override: str | os.PathLike | None = None) -> pathlib.Path:
+        """Output folder: `override` (CLI --out) or [output] dir, relative to the current directory."""
+        return pathlib.Path(override) if override is not None else pathlib.Path(
+            self.output_dir_pattern.format(system=self.data.system))
+
+
+# ---------------------------------------------------------------- validation helpers
+
+
+
+
+
+
+
+
+
+def _pattern(value: str, key: str) -> str:
+    try:
+        value.format(system="S", atom="A")
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(f"data.{key}: bad file pattern {value!r} ({err}); use {{system}} and {{atom}}") from None
+    return value
+
+
+def _data(raw: dict, base: pathlib.Path, data_dir: str | os.PathLike | None) -> DataConfig:
+    names = tuple(f.name for f in dataclasses.fields(DataConfig) if f.name != "dir_source")
+    kw = read_table(raw, "[data]", *field_hints(DataConfig, names))
+    for key in ("system", "atoms", "properties"):
+        if key not in kw:
+            raise ConfigError(f"missing key {key!r} in [data]")
+    for key in ("atoms", "properties"):
+        if not kw[key] or len(set(kw[key])) != len(kw[key]):
+            raise ConfigError(f"data.{key} must be a non-empty list without repeats, got {kw[key]}")
+    for atom, alf in kw.get("alf", {}).items():
+        if min(alf) < 1:
+            raise ConfigError(f"data.alf.{atom}: atom indices are 1-based, got {list(alf)}")
+    for key in ("train", "validation"):
+        if key in kw:
+            _pattern(kw[key], key)
+    env = os.environ.get(ENV_DATA_DIR)
+    if data_dir is not None:
+        kw["dir"], kw["dir_source"] = pathlib.Path(data_dir).resolve(), "--data-dir"
+    elif env:
+        kw["dir"], kw["dir_source"] = pathlib.Path(env).resolve(), ENV_DATA_DIR
+    else:
+        kw["dir"] = (base / kw.get("dir", pathlib.Path("."))).resolve()
+    return DataConfig(**kw)
+
+
+def _train(raw: dict) -> TrainConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[train] must be a table, got {type(raw).__name__}")
+    raw = dict(raw)
+    sub = {k: raw.pop(k, {}) for k in ("stop", "dl", "tl")}
+    method = check_value(raw.pop("method", "tl"), str, "train.method").lower()
+    if method not in METHODS:
+        raise ConfigError(f"train.method must be one of {METHODS}, got {method!r}")
+    names, hints = field_hints(FitSettings, TRAIN_KEYS)
+    settings = read_table(raw, "[train]", ("method", *names, "stop", "dl", "tl"), hints)
+    return TrainConfig(method=method, settings=settings,
+                       stop=read_table(sub["stop"], "[train.stop]", *field_hints(StoppingRule)),
+                       dl=read_table(sub["dl"], "[train.dl]", *field_hints(DirectTrainer, DL_KEYS)),
+                       tl=read_table(sub["tl"], "[train.tl]", *field_hints(TransferTrainer, TL_KEYS)))
+
+
+
+
+def load_config(path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Config:
+    """Read and validate a TOML config; data folder from `data_dir` > $TLGP_DATA_DIR > [data] dir."""
+    path = pathlib.Path(path)
+    raw = read_toml(path, ("data", "model", "train", "output", "submit"), "data")
+    try:
+        data = _data(raw["data"], path.resolve().parent, data_dir)
+        model = read_table(raw.get("model", {}), "[model]", *field_hints(FitSettings, MODEL_KEYS))
+        train = _train(raw.get("train", {}))
+        output = read_table(raw.get("output", {}), "[output]", ("dir",), {"dir": str})
+        out_pattern = output.get("dir", "runs/{system}")
+        try:
+            out_pattern.format(system="S")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ConfigError(f"output.dir: bad pattern {out_pattern!r} ({err}); use {{system}}") from None
+        submit = SubmitConfig(**read_table(raw.get("submit", {}), "[submit]", *field_hints(SubmitConfig)))
+        cfg = Config(data=data, model=model, train=train, output_dir_pattern=out_pattern, path=path, submit=submit)
+        cfg.direct_trainer(), cfg.transfer_trainer()  # the trainers check values (ranges, choices)
+        resolve_device(cfg.train.settings.get("device", "auto"))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except (ValueError, TypeError, RuntimeError) as err:  # from the trainers and resolve_device
+        raise ConfigError(f"{path}: {err}") from None
+    return cfg

@@ -1,0 +1,143 @@
+"""Read and write ICHOR / FEREBUS training-set CSV files ({SYSTEM}_{ATOM}_TRAINING_SET.csv)."""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import re
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tlgp_torch.data.dataset import AtomDataset
+from tlgp_torch.io.atomic import atomic_write_text
+from tlgp_torch.io.errors import DataFormatError
+
+__all__ = ["read_ichor_csv", "read_validation_set", "write_ichor_csv", "parse_set_filename"]
+
+_FEATURE = re.compile(r"f(\d+)")
+_SET_NAME = re.compile(r"([^_]+)_([A-Za-z]{1,2}\d+)_(?:TRAINING|VALIDATION)_SET\.csv")
+
+
+def parse_set_filename(path: str | os.PathLike) -> tuple[str | None, str | None]:
+    """(system, atom) from a name like GLYCINE_C1_TRAINING_SET.csv, else (None, None)."""
+    m = _SET_NAME.fullmatch(pathlib.Path(path).name)
+    return (m.group(1), m.group(2)) if m else (None, None)
+
+
+def _missing_file(path: pathlib.Path) -> FileNotFoundError:
+    if path.parent.is_dir():
+        near = sorted(p.name for p in path.parent.glob("*.csv"))[:8]
+        hint = f"CSV files in that folder: {', '.join(near)}" if near else "that folder has no CSV files"
+    else:
+        hint = f"folder {path.parent} does not exist; set TLGP_DATA_DIR or check the path"
+    return FileNotFoundError(f"ICHOR CSV not found: {path} ({hint})")
+
+
+def _to_float(raw: np.ndarray, lines: np.ndarray, names: list[str], path: pathlib.Path) -> np.ndarray:
+    """Parse a [N, C] array of cell strings to float64, raising at the first bad cell in file order."""
+    try:
+        out = raw.astype(np.float64) if raw.size else np.zeros(raw.shape)
+    except ValueError:
+        out = None
+    if out is not None and np.isfinite(out).all():
+        return out
+    for r in range(raw.shape[0]):
+        for c in range(raw.shape[1]):
+            text = str(raw[r, c]).strip()
+            if not text:
+                raise DataFormatError("empty cell", path, int(lines[r]), names[c])
+            try:
+                value = float(text)
+            except ValueError:
+                raise DataFormatError(f"expected a number, got {text!r}", path, int(lines[r]), names[c]) from None
+            if not math.isfinite(value):
+                raise DataFormatError(f"non-finite value {text!r} (NaN/inf not allowed)", path, int(lines[r]),
+                                      names[c])
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def read_ichor_csv(path: str | os.PathLike, properties: list[str] | None = None) -> AtomDataset:
+    """Read an ICHOR CSV: features f1..fD (sorted numerically) and properties (file order, requested, or [] = none)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise _missing_file(path)
+    try:
+        table = pd.read_csv(path, header=None, dtype=str, na_filter=False, skip_blank_lines=False,
+                            encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise DataFormatError("empty file (expected a header row and data rows)", path) from None
+    except pd.errors.ParserError as err:
+        m = re.search(r"line (\d+)", str(err))
+        raise DataFormatError(f"malformed row: {err}", path, int(m.group(1)) if m else None) from None
+    raw = table.to_numpy(dtype=object)
+    header = [str(h).strip() for h in raw[0]]
+    body = raw[1:]
+    lines = np.arange(2, len(raw) + 1)  # row r of body is file line r + 2 (header is line 1)
+    keep = np.array([any(str(v).strip() for v in row) for row in body], dtype=bool)
+    body, lines = body[keep], lines[keep]
+
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise DataFormatError(f"duplicate column name {name!r}", path, 1, name)
+        seen.add(name)
+    features = sorted((int(m.group(1)), i) for i, h in enumerate(header) if (m := _FEATURE.fullmatch(h)))
+    if not features:
+        raise DataFormatError(f"no feature columns f1, f2, ... in header {header}", path, 1)
+    for expected, (k, _) in enumerate(features, start=1):
+        if k != expected:
+            found = ", ".join(f"f{j}" for j, _ in features)
+            raise DataFormatError(f"feature columns must be f1..f{len(features)}: missing f{expected} "
+                                  f"(found {found})", path, 1, f"f{expected}")
+    feature_cols = [i for _, i in features]
+    prop_cols = {h: i for i, h in enumerate(header) if h and i not in feature_cols}
+    if not prop_cols and properties is None:
+        raise DataFormatError("no property columns (expected e.g. iqa, q00; pass properties=[] for features only)",
+                              path, 1)
+    if properties is None:
+        properties = list(prop_cols)
+    else:
+        properties = list(properties)
+        for p in properties:
+            if p not in prop_cols:
+                raise DataFormatError(f"requested property {p!r} not found; available: {', '.join(prop_cols)}",
+                                      path, 1, p)
+    if body.shape[0] == 0:
+        raise DataFormatError("no data rows after the header", path)
+
+    cols = feature_cols + [prop_cols[p] for p in properties]
+    values = _to_float(body[:, cols], lines, [header[c] for c in cols], path)
+    d = len(feature_cols)
+    system, atom = parse_set_filename(path)
+    return AtomDataset(
+        x=torch.from_numpy(np.ascontiguousarray(values[:, :d])),
+        y=torch.from_numpy(np.ascontiguousarray(values[:, d:])),
+        property_names=properties, system=system, atom=atom, source=path,
+    )
+
+
+def read_validation_set(
+    path: str | os.PathLike, like: AtomDataset | None = None, properties: list[str] | None = None
+) -> AtomDataset:
+    """Read a validation CSV (all or the requested properties); with `like`, check the feature count matches."""
+    data = read_ichor_csv(path, properties)
+    if like is not None and data.n_features != like.n_features:
+        raise DataFormatError(
+            f"validation set has {data.n_features} features but training set "
+            f"{like.source or '(in memory)'} has {like.n_features}", path)
+    return data
+
+
+def write_ichor_csv(dataset: AtomDataset, path: str | os.PathLike, index: bool = True) -> pathlib.Path:
+    """Write an ICHOR CSV (optional unnamed index column, f1..fD, properties) that reads back bit-identical."""
+    values = torch.cat([dataset.x, dataset.y], dim=1).detach().cpu().to(torch.float64)
+    if not torch.isfinite(values).all():
+        raise ValueError("dataset contains NaN or inf; the ICHOR reader would reject the file")
+    header = dataset.feature_names + dataset.property_names
+    rows = [("," if index else "") + ",".join(header)]
+    for i, row in enumerate(values.tolist()):
+        rows.append((f"{i}," if index else "") + ",".join(map(repr, row)))
+    return atomic_write_text(pathlib.Path(path), "\n".join(rows) + "\n")

@@ -1,0 +1,140 @@
+"""AnisotropicGP: a GPyTorch ExactGP with an ARD (cyclic) RBF kernel, in the FFLUX or the GPyTorch convention."""
+from __future__ import annotations
+
+import gpytorch
+import torch
+from gpytorch.constraints import GreaterThan
+
+from tlgp_torch.kernels.cyclic_rbf import CyclicRBFKernel
+from tlgp_torch.kernels.formula import lengthscale_to_theta, theta_to_lengthscale
+
+CONVENTIONS = ("fflux", "gpytorch")
+MAX_EXACT = 20000  # below this many points gpytorch must use Cholesky, never CG
+
+
+class AnisotropicGP(gpytorch.models.ExactGP):
+    """Exact GP: 'fflux' = unit amplitude, fixed nugget, constant mean; 'gpytorch' = ScaleKernel, learned noise,
+    standardised y. Batched when train_y is [B, N] (train_x [B, N, D] or shared [N, D]): batch_shape [B], one
+    independent model per member (a whole molecule's atoms and properties as one gpytorch model)."""
+
+    def __init__(
+        self,
+        train_x: torch.Tensor,
+        train_y: torch.Tensor,
+        cyclic: torch.Tensor | None = None,
+        convention: str = "fflux",
+        nugget: float | torch.Tensor = 1e-10,
+        noise_floor: float = 1e-8,
+    ):
+        if convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        if train_y.dim() not in (1, 2) or train_x.dim() not in (2, train_y.dim() + 1) \
+                or train_x.shape[-2] != train_y.shape[-1] or (train_x.dim() == 3 and train_x.shape[0] != train_y.shape[0]):
+            raise ValueError("train_x must be [N, D] and train_y [N] (or [B, N, D] / [N, D] and [B, N] for a batch); "
+                             f"got {tuple(train_x.shape)}, {tuple(train_y.shape)}")
+        batch = train_y.shape[:-1]
+        if batch and train_x.dim() == 2:
+            train_x = train_x.expand(*batch, *train_x.shape)
+        y_mean = train_y.mean(-1) if convention == "gpytorch" else train_y.new_zeros(batch)
+        y_std = train_y.std(-1) if convention == "gpytorch" and train_y.shape[-1] > 1 else train_y.new_ones(batch)
+        y_std = torch.where(y_std > 0, y_std, torch.ones_like(y_std))
+        nug = torch.as_tensor(nugget, dtype=train_y.dtype).expand(batch)
+        floor = noise_floor if convention == "gpytorch" else min(noise_floor, float(nug.min())) * 0.5
+        likelihood = gpytorch.likelihoods.GaussianLikelihood(noise_constraint=GreaterThan(floor), batch_shape=batch)
+        super().__init__(train_x, (train_y - y_mean.unsqueeze(-1)) / y_std.unsqueeze(-1), likelihood)
+        self.convention = convention
+        self.register_buffer("y_mean", y_mean)
+        self.register_buffer("y_std", y_std)
+        d = train_x.shape[-1]
+        base = CyclicRBFKernel(cyclic=cyclic, ard_num_dims=d, batch_shape=batch)
+        self.mean_module = gpytorch.means.ConstantMean(batch_shape=batch)
+        if convention == "gpytorch":
+            self.covar_module = gpytorch.kernels.ScaleKernel(base, batch_shape=batch)
+        else:
+            self.covar_module = base
+            likelihood.noise = nug.unsqueeze(-1)
+            likelihood.raw_noise.requires_grad_(False)
+        self.to(train_x)
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        """torch.Size([]) for one model, [B] for a batch."""
+        return self.y_mean.shape
+
+    def forward(self, x: torch.Tensor) -> gpytorch.distributions.MultivariateNormal:
+        """Prior at x (standardised units in the gpytorch convention)."""
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+    @property
+    def base_kernel(self) -> CyclicRBFKernel:
+        """The ARD kernel (inside the ScaleKernel for the gpytorch convention)."""
+        return self.covar_module.base_kernel if self.convention == "gpytorch" else self.covar_module
+
+    @classmethod
+    def from_fflux(cls, x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, mean: float | torch.Tensor,
+                   nugget: float | torch.Tensor, cyclic: torch.Tensor | None = None, convention: str = "fflux",
+                   sigma2: float | torch.Tensor = 1.0, noise_floor: float = 1e-8) -> "AnisotropicGP":
+        """Build a model from FFLUX hyperparameters (theta [D] or [B, D], constant mean, nugget, process variance)."""
+        batch = y.shape[:-1]
+        as_b = lambda v: torch.as_tensor(v, dtype=y.dtype, device=y.device).expand(batch).clone()  # noqa: E731
+        mean, nugget, sigma2 = as_b(mean), as_b(nugget), as_b(sigma2)
+        if convention == "gpytorch" and y.shape[-1] > 1:
+            std = y.std(-1)
+            scale = torch.where(std > 0, sigma2 / std.square(), torch.ones_like(std))
+        else:
+            scale = torch.ones_like(sigma2)
+        floor = min(noise_floor, 0.5 * float((nugget * scale.clamp(max=1.0)).min()))  # noise must lie above it
+        model = cls(x, y, cyclic=cyclic, convention=convention, nugget=nugget, noise_floor=floor)
+        with torch.no_grad():
+            model.base_kernel.lengthscale = theta_to_lengthscale(theta.to(y)).reshape(*batch, 1, -1)
+            if convention == "gpytorch":
+                s = sigma2 / model.y_std.square()
+                model.covar_module.outputscale = s
+                model.likelihood.noise = (nugget * s).unsqueeze(-1)
+                model.mean_module.constant.copy_((mean - model.y_mean) / model.y_std)
+            else:
+                model.mean_module.constant.copy_(mean)
+        return model
+
+    @classmethod
+    def from_results(cls, results) -> "AnisotropicGP":
+        """One batched model (batch_shape [B]) from B TrainResults with the same N, D, convention and cyclic mask."""
+        results = list(results)
+        if not results:
+            raise ValueError("from_results needs at least one TrainResult")
+        first = results[0]
+        for r in results:
+            if r.status != "ok":
+                raise ValueError(f"cannot batch a failed model ({r.property_name}: {r.failure})")
+            if r.x_train.shape != first.x_train.shape or r.convention != first.convention or not (
+                    (r.cyclic is None and first.cyclic is None) or torch.equal(r.cyclic, first.cyclic)):
+                raise ValueError("batched models need the same training-set shape, convention and cyclic mask")
+        stack = lambda name: torch.stack([torch.as_tensor(getattr(r, name), dtype=torch.float64)  # noqa: E731
+                                          for r in results])
+        return cls.from_fflux(stack("x_train"), stack("y_train"), stack("theta"), stack("mean"), stack("nugget"),
+                              cyclic=first.cyclic, convention=first.convention, sigma2=stack("sigma2"))
+
+    def fflux_parameters(self) -> dict[str, torch.Tensor | float]:
+        """theta, mean (y units), nugget (noise / outputscale) and sigma2 of the equivalent FFLUX model(s)."""
+        batch = self.batch_shape
+        theta = lengthscale_to_theta(self.base_kernel.lengthscale.detach()).reshape(*batch, -1)
+        noise = self.likelihood.noise.detach().reshape(batch)
+        scale = self.covar_module.outputscale.detach().reshape(batch) if self.convention == "gpytorch" \
+            else torch.ones_like(noise)
+        mean = self.mean_module.constant.detach().reshape(batch) * self.y_std + self.y_mean
+        out = {"theta": theta, "mean": mean, "nugget": noise / scale, "sigma2": scale * self.y_std.square()}
+        return out if batch else {k: v if k == "theta" else float(v) for k, v in out.items()}
+
+    def predict(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """Posterior mean at x [M, D] (or [B, M, D]) in the units of the training targets: [M] or [B, M]
+        (exact Cholesky, chunked over M)."""
+        self.eval()
+        out = []
+        x = x.to(self.train_inputs[0])
+        if self.batch_shape and x.dim() == 2:
+            x = x.expand(*self.batch_shape, *x.shape)
+        with torch.no_grad(), gpytorch.settings.max_cholesky_size(MAX_EXACT), \
+                gpytorch.settings.skip_posterior_variances(True), gpytorch.settings.fast_pred_var(False):
+            for start in range(0, x.shape[-2], chunk):
+                out.append(self(x[..., start:start + chunk, :]).mean)
+        return torch.cat(out, -1) * self.y_std.unsqueeze(-1) + self.y_mean.unsqueeze(-1)

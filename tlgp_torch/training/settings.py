@@ -1,0 +1,62 @@
+"""Settings shared by DirectTrainer and TransferTrainer: convention, objective, optimiser, device."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from tlgp_torch.likelihoods.exact import KINDS
+from tlgp_torch.models.anisotropic_gp import CONVENTIONS
+from tlgp_torch.optim.stopping import StoppingRule
+
+log = logging.getLogger("tlgp_torch")
+
+
+PROGRESS_EVERY_S = 30.0  # long optimisations log a progress line this often (logger "tlgp_torch", INFO)
+
+
+OPTIMIZERS = ("lbfgs", "adam")
+
+
+@dataclass
+class FitSettings:
+    """Model convention, objective and optimiser settings shared by DirectTrainer and TransferTrainer."""
+
+    convention: str = "fflux"            # "fflux": fixed nugget; "gpytorch": learned noise (nugget = noise / outputscale)
+    likelihood: str = "concentrated"     # "concentrated" or "marginal" (fflux only; gpytorch profiles mean and scale)
+    nugget: float = 1e-10                # fixed nugget (fflux) or initial/floor scale (gpytorch: noise_floor)
+    noise_floor: float = 1e-8            # lower bound of the learned nugget (gpytorch convention)
+    optimizer: str = "lbfgs"
+    lr: float = 0.05                     # Adam step size in log-theta
+    history_size: int = 10
+    stop: StoppingRule = field(default_factory=StoppingRule)
+    init_range: tuple[float, float] = (1e-3, 1.0)  # 2 theta_d s_d^2 log-uniform in this range x min(1, 3/D)
+    mean: str = "auto"                   # prediction mean: "auto" (GLS if concentrated else training mean), "gls", "train"
+    device: str = "auto"
+    dtype: torch.dtype = torch.float64
+    seed: int = 0
+    memory_fraction: float = 0.5         # of free RAM / GPU memory one batched evaluation may use
+
+    def __post_init__(self):
+        if self.convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {CONVENTIONS}, got {self.convention!r}")
+        if self.likelihood not in KINDS:
+            raise ValueError(f"likelihood must be one of {KINDS}, got {self.likelihood!r}")
+        if self.convention == "gpytorch" and self.likelihood != "concentrated":
+            raise ValueError("the gpytorch convention learns outputscale and mean, i.e. the concentrated likelihood "
+                             "with a learned nugget; use likelihood='concentrated'")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.mean not in ("auto", "gls", "train"):
+            raise ValueError(f"mean must be 'auto', 'gls' or 'train', got {self.mean!r}")
+
+    @property
+    def mean_rule(self) -> str:
+        """'gls' or 'train': the constant mean used for predictions."""
+        return self.mean if self.mean != "auto" else ("gls" if self.likelihood == "concentrated" else "train")
+
+    @property
+    def learn_nugget(self) -> bool:
+        """True when the nugget (noise / outputscale) is optimised."""
+        return self.convention == "gpytorch"

@@ -1,0 +1,65 @@
+"""Random initial hyperparameters for direct learning, scaled to each feature's spread."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from tlgp_torch.kernels.formula import wrap_angle
+from tlgp_torch.training.settings import FitSettings
+
+
+def feature_spread(x: torch.Tensor, cyclic: torch.Tensor | None = None, max_pairs: int = 20000,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-feature spread s_d with s_d^2 = E[delta_d^2] / 2 over random pairs (wrapped for periodic features)."""
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError("need at least 2 points to measure feature spreads")
+    gen = generator or torch.Generator().manual_seed(0)
+    i = torch.randint(n, (max_pairs,), generator=gen).to(x.device)
+    j = torch.randint(n, (max_pairs,), generator=gen).to(x.device)
+    delta = x[i] - x[j]
+    if cyclic is not None and bool(cyclic.any()):
+        delta = torch.where(cyclic.to(x.device), wrap_angle(delta), delta)
+    spread = (0.5 * delta.pow(2).mean(0)).sqrt()
+    return torch.where(spread > 0, spread, torch.ones_like(spread))
+
+
+def log_theta_bounds(spread: torch.Tensor, low: float = 1e-8, high: float = 1e3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Box for log(theta_d): 2 theta_d s_d^2 within [low, high]."""
+    base = -(2.0 * spread.pow(2)).log()
+    return base + math.log(low), base + math.log(high)
+
+
+def random_log_theta(spread: torch.Tensor, count: int, generator: torch.Generator,
+                     init_range: tuple[float, float] = (1e-3, 1.0)) -> torch.Tensor:
+    """count x D random log(theta): 2 theta_d s_d^2 log-uniform in init_range x min(1, 3 / D).
+
+    The 3 / D keeps the expected exponent sum_d theta_d delta_d^2 of a random pair O(1) whatever D is;
+    without it, starts with many features begin on the K = I plateau (flat likelihood, no progress).
+    """
+    lo, hi = math.log(init_range[0]), math.log(init_range[1])
+    if not hi > lo:
+        raise ValueError(f"init_range must be increasing, got {init_range}")
+    shift = math.log(min(1.0, 3.0 / spread.numel()))
+    u = torch.rand(count, spread.numel(), generator=generator, dtype=spread.dtype).to(spread.device)
+    return -(2.0 * spread.pow(2)).log() + shift + lo + (hi - lo) * u
+
+
+def parameter_bounds(s: FitSettings, spread: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Box for the optimised parameters (log theta, and log nugget when learned)."""
+    lo, hi = log_theta_bounds(spread)
+    if s.learn_nugget:
+        lo = torch.cat([lo, lo.new_tensor([math.log(s.noise_floor)])])
+        hi = torch.cat([hi, hi.new_tensor([math.log(1.0)])])
+    return lo, hi
+
+
+def initial_parameters(s: FitSettings, spread: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
+    """count random starts: log theta from the feature spreads (+ log nugget, log-uniform in [10 floor, 1e-2])."""
+    u = random_log_theta(spread, count, gen, s.init_range)
+    if s.learn_nugget:
+        lo, hi = math.log(10 * s.noise_floor), math.log(1e-2)
+        ln = lo + (hi - lo) * torch.rand(count, 1, generator=gen, dtype=u.dtype).to(u.device)
+        u = torch.cat([u, ln], 1)
+    return u
