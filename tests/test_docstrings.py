@@ -1,0 +1,75 @@
+"""The public API's docstrings: every example runs (doctest) and every public name has an Example section.
+
+"Public" here means a function or class named in the `__all__` of its module or of its package, defined in
+one of MODULES. Other top-level names without a leading underscore still need some docstring. Exceptions
+count as classes. Modules whose examples need an optional extra (tblite, ase) are skipped without it.
+"""
+from __future__ import annotations
+
+import doctest
+import importlib
+import importlib.util
+import inspect
+
+import pytest
+
+MODULES = [
+    "tlgp_torch.kernels.formula",
+    "tlgp_torch.kernels.cyclic_rbf",
+    "tlgp_torch.kernels.lean",
+    "tlgp_torch.kernels.blocked",
+]
+
+# modules whose examples need an optional extra: (module, the package it needs)
+OPTIONAL = {"tlgp_torch.kernels.keops": "pykeops"}
+
+FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+
+def _package_exports(module) -> set[str]:
+    package = importlib.import_module(module.__name__.rpartition(".")[0])
+    if package.__name__ == "tlgp_torch" or module.__name__.count(".") < 2:
+        return set()
+    return set(getattr(package, "__all__", ()))
+
+
+def public_objects(name: str) -> tuple[list[tuple[str, object]], list[tuple[str, object]]]:
+    """(names needing an Example, other top-level public names) of functions and classes defined in `name`."""
+    module = importlib.import_module(name)
+    exported = set(getattr(module, "__all__", ())) | _package_exports(module)
+    example, other = [], []
+    for attr, obj in vars(module).items():
+        if attr.startswith("_") or not (inspect.isfunction(obj) or inspect.isclass(obj)):
+            continue
+        if getattr(obj, "__module__", None) != name:
+            continue  # imported from elsewhere
+        (example if attr in exported else other).append((attr, obj))
+    return example, other
+
+
+def _modules() -> list[str]:
+    return MODULES + [m for m, pkg in OPTIONAL.items() if importlib.util.find_spec(pkg) is not None]
+
+
+@pytest.mark.parametrize("name", _modules())
+def test_public_names_have_examples(name):
+    example, other = public_objects(name)
+    missing = [attr for attr, obj in example if "\nExample" not in (inspect.getdoc(obj) or "")]
+    assert not missing, f"{name}: public names without an 'Example:' section in their docstring: {missing}"
+    bare = [attr for attr, obj in other if not inspect.getdoc(obj)]
+    assert not bare, f"{name}: top-level names without a docstring: {bare}"
+
+
+def test_every_module_has_some_public_name():
+    # guards the check above against passing vacuously (e.g. a module whose __all__ was emptied by mistake)
+    empty = [name for name in _modules() if not public_objects(name)[0] and name != "tlgp_torch.units"]
+    assert not empty, f"modules with no exported function or class: {empty}"
+
+
+@pytest.mark.parametrize("name", _modules())
+def test_examples_run(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=FLAGS, verbose=False, report=False)
+    assert result.failed == 0, f"{name}: {result.failed} of {result.attempted} doctest examples failed (run " \
+                               f"`python -m doctest -v {module.__file__}` to see them)"
+    assert result.attempted > 0, f"{name}: no doctest examples found"
