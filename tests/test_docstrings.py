@@ -23,6 +23,11 @@ MODULES = [
     "tlgp_torch.likelihoods.iterative",
     "tlgp_torch.models.anisotropic_gp",
     "tlgp_torch.models.posterior",
+    "tlgp_torch.io.atomic",
+    "tlgp_torch.io.errors",
+    "tlgp_torch.io.ichor_csv",
+    "tlgp_torch.io.ferebus_model",
+    "tlgp_torch.io.checkpoint",
 ]
 
 # modules whose examples need an optional extra: (module, the package it needs)
