@@ -28,6 +28,15 @@ MODULES = [
     "tlgp_torch.io.ichor_csv",
     "tlgp_torch.io.ferebus_model",
     "tlgp_torch.io.checkpoint",
+    "tlgp_torch.optim.lbfgs",
+    "tlgp_torch.optim.adam",
+    "tlgp_torch.optim.stopping",
+    "tlgp_torch.features.elements",
+    "tlgp_torch.features.connectivity",
+    "tlgp_torch.features.alf",
+    "tlgp_torch.features.alf_features",
+    "tlgp_torch.data.dataset",
+    "tlgp_torch.data.subsets",
 ]
 
 # modules whose examples need an optional extra: (module, the package it needs)

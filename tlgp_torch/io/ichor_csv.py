@@ -222,8 +222,9 @@ def write_ichor_csv(dataset: AtomDataset, path: str | os.PathLike, index: bool =
         >>> import pathlib, tempfile, torch
         >>> from tlgp_torch.data import AtomDataset
         >>> from tlgp_torch.io import read_ichor_csv, write_ichor_csv
-        >>> data = AtomDataset(x=torch.rand(4, 3, dtype=torch.float64), y=torch.rand(4, 1, dtype=torch.float64),
-        ...                    property_names=["iqa"])
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> data = AtomDataset(x=torch.rand(4, 3, dtype=torch.float64, generator=gen),
+        ...                    y=torch.rand(4, 1, dtype=torch.float64, generator=gen), property_names=["iqa"])
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     back = read_ichor_csv(write_ichor_csv(data, pathlib.Path(tmp) / "WATER_O1_TRAINING_SET.csv"))
         >>> torch.equal(back.x, data.x) and torch.equal(back.y, data.y)
