@@ -37,10 +37,16 @@ MODULES = [
     "tlgp_torch.features.alf_features",
     "tlgp_torch.data.dataset",
     "tlgp_torch.data.subsets",
+    "tlgp_torch.evaluation.metrics",
+    "tlgp_torch.runtime.device",
+    "tlgp_torch.runtime.sharding",
+    "tlgp_torch.runtime.submit",
+    "tlgp_torch.kernels.keops",
 ]
 
-# modules whose examples need an optional extra: (module, the package it needs)
-OPTIONAL = {"tlgp_torch.kernels.keops": "pykeops"}
+# modules whose examples need an optional extra: module -> the package it needs (skipped without it)
+OPTIONAL = {"tlgp_torch.kernels.keops": "pykeops", "tlgp_torch.evaluation.metrics": "matplotlib",
+            "tlgp_torch.runtime.submit": "submitit"}
 
 # modules that export no function or class (only constants, or helpers that other modules use)
 NOT_EXPORTED = {"tlgp_torch.units", "tlgp_torch.likelihoods.gls"}
@@ -57,7 +63,7 @@ def _package_exports(module) -> set[str]:
 
 def public_objects(name: str) -> tuple[list[tuple[str, object]], list[tuple[str, object]]]:
     """(names needing an Example, other top-level public names) of functions and classes defined in `name`."""
-    module = importlib.import_module(name)
+    module = _import(name)
     exported = set(getattr(module, "__all__", ())) | _package_exports(module)
     example, other = [], []
     for attr, obj in vars(module).items():
@@ -69,11 +75,14 @@ def public_objects(name: str) -> tuple[list[tuple[str, object]], list[tuple[str,
     return example, other
 
 
-def _modules() -> list[str]:
-    return MODULES + [m for m, pkg in OPTIONAL.items() if importlib.util.find_spec(pkg) is not None]
+def _import(name: str):
+    """The module, or a pytest skip naming the optional package it needs."""
+    if name in OPTIONAL:
+        pytest.importorskip(OPTIONAL[name], reason=f"{name}'s examples need {OPTIONAL[name]}")
+    return importlib.import_module(name)
 
 
-@pytest.mark.parametrize("name", _modules())
+@pytest.mark.parametrize("name", MODULES)
 def test_public_names_have_examples(name):
     example, other = public_objects(name)
     missing = [attr for attr, obj in example if "\nExample" not in (inspect.getdoc(obj) or "")]
@@ -84,13 +93,14 @@ def test_public_names_have_examples(name):
 
 def test_every_module_has_some_public_name():
     # guards the check above against passing vacuously (e.g. a module whose __all__ was emptied by mistake)
-    empty = [name for name in _modules() if not public_objects(name)[0] and name not in NOT_EXPORTED]
+    available = [name for name in MODULES if name not in OPTIONAL or importlib.util.find_spec(OPTIONAL[name])]
+    empty = [name for name in available if not public_objects(name)[0] and name not in NOT_EXPORTED]
     assert not empty, f"modules with no exported function or class: {empty}"
 
 
-@pytest.mark.parametrize("name", _modules())
+@pytest.mark.parametrize("name", MODULES)
 def test_examples_run(name):
-    module = importlib.import_module(name)
+    module = _import(name)
     result = doctest.testmod(module, optionflags=FLAGS, verbose=False, report=False)
     assert result.failed == 0, f"{name}: {result.failed} of {result.attempted} doctest examples failed (run " \
                                f"`python -m doctest -v {module.__file__}` to see them)"
