@@ -42,6 +42,11 @@ MODULES = [
     "tlgp_torch.runtime.sharding",
     "tlgp_torch.runtime.submit",
     "tlgp_torch.kernels.keops",
+    "tlgp_torch.config.toml",
+    "tlgp_torch.config.experiment",
+    "tlgp_torch.export.ferebus",
+    "tlgp_torch.export.saving",
+    "tlgp_torch.export.molecule",
 ]
 
 # modules whose examples need an optional extra: module -> the package it needs (skipped without it)
