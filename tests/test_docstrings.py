@@ -1,15 +1,19 @@
 """The public API's docstrings: every example runs (doctest) and every public name has an Example section.
 
-"Public" here means a function or class named in the `__all__` of its module or of its package, defined in
-one of MODULES. Other top-level names without a leading underscore still need some docstring. Exceptions
-count as classes. Modules whose examples need an optional extra (tblite, ase) are skipped without it.
+"Public" here means a function or class defined in one of MODULES and named in the `__all__` of its module
+or of its package, or imported by the CLI (tlgp_torch/cli/main.py). Other top-level names without a leading
+underscore still need some docstring. Exceptions count as classes. Modules whose examples need an optional
+extra are skipped, with the reason, when it is missing.
 """
 from __future__ import annotations
 
+import ast
 import doctest
+import functools
 import importlib
 import importlib.util
 import inspect
+import pathlib
 
 import pytest
 
@@ -47,6 +51,7 @@ MODULES = [
     "tlgp_torch.export.ferebus",
     "tlgp_torch.export.saving",
     "tlgp_torch.export.molecule",
+    "tlgp_torch.evaluation.compare",
 ]
 
 # modules whose examples need an optional extra: module -> the package it needs (skipped without it)
@@ -66,10 +71,21 @@ def _package_exports(module) -> set[str]:
     return set(getattr(package, "__all__", ()))
 
 
+@functools.cache
+def _cli_imports() -> dict[str, set[str]]:
+    """module -> names that the CLI imports from it (also inside functions: lazy imports)."""
+    source = pathlib.Path(importlib.util.find_spec("tlgp_torch.cli.main").origin).read_text(encoding="utf-8")
+    out: dict[str, set[str]] = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.setdefault(node.module, set()).update(alias.name for alias in node.names)
+    return out
+
+
 def public_objects(name: str) -> tuple[list[tuple[str, object]], list[tuple[str, object]]]:
     """(names needing an Example, other top-level public names) of functions and classes defined in `name`."""
     module = _import(name)
-    exported = set(getattr(module, "__all__", ())) | _package_exports(module)
+    exported = set(getattr(module, "__all__", ())) | _package_exports(module) | _cli_imports().get(name, set())
     example, other = [], []
     for attr, obj in vars(module).items():
         if attr.startswith("_") or not (inspect.isfunction(obj) or inspect.isclass(obj)):
