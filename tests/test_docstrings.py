@@ -128,6 +128,15 @@ def test_public_names_have_examples(name):
     assert not missing, f"{name}: public names without an 'Example:' section in their docstring: {missing}"
     bare = [attr for attr, obj in other if not inspect.getdoc(obj)]
     assert not bare, f"{name}: top-level names without a docstring: {bare}"
+    methods = [f"{attr}.{key}" for attr, obj in example + other if inspect.isclass(obj)
+               for key, value in vars(obj).items() if not key.startswith("_") and _undocumented(value)]
+    assert not methods, f"{name}: public methods or properties without a docstring: {methods}"
+
+
+def _undocumented(value) -> bool:
+    """True for a function, classmethod, staticmethod or property defined without a docstring of its own."""
+    func = value.fget if isinstance(value, property) else getattr(value, "__func__", value)
+    return (inspect.isfunction(func) or isinstance(value, property)) and not (func.__doc__ or "").strip()
 
 
 def test_every_module_has_some_public_name():

@@ -83,6 +83,8 @@ class CyclicRBFKeOpsKernel(KeOpsKernel, CyclicRBFKernel):
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False, last_dim_is_batch: bool = False,
                 **params):
+        """k(x1, x2) as a KeOps-backed KernelLinearOperator [..., n, m] when gpytorch runs iteratively and both
+        sides are large; otherwise CyclicRBFKernel's dense result (and always for diag / last_dim_is_batch)."""
         if diag or last_dim_is_batch or not _use_keops(x1, x2):
             return super().forward(x1, x2, diag=diag, last_dim_is_batch=last_dim_is_batch, **params)
         periodic = self.cyclic if self.cyclic.numel() else torch.zeros(x1.shape[-1], dtype=torch.bool,
