@@ -18,6 +18,7 @@ import pathlib
 import pytest
 
 MODULES = [
+    "tlgp_torch.units",
     "tlgp_torch.kernels.formula",
     "tlgp_torch.kernels.cyclic_rbf",
     "tlgp_torch.kernels.lean",
