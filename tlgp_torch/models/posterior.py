@@ -14,7 +14,8 @@ Example:
     >>> y = torch.sin(3 * x).sum(-1)
     >>> theta = torch.tensor([1.0, 2.0], dtype=torch.float64)
     >>> w = fflux_weights(x, y, theta, mean=0.5, nugget=1e-10)
-    >>> bool(torch.allclose(fflux_predict(x, x, w, theta, mean=0.5), y, atol=1e-6))   # interpolates y
+    >>> p = fflux_predict(x, x, w, theta, mean=0.5)
+    >>> bool(torch.allclose(p, y, atol=1e-6))      # interpolates y up to nugget * w (here < 1e-7)
     True
 """
 from __future__ import annotations
