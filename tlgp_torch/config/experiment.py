@@ -42,7 +42,25 @@ ENV_DATA_DIR = "TLGP_DATA_DIR"
 
 @dataclass
 class DataConfig:
-    """[data]: where the ICHOR CSVs are and which atoms / properties to model."""
+    """[data]: where the ICHOR CSVs are and which atoms / properties to model.
+
+    Attributes:
+        system: system name as in the file names (e.g. "WATER").
+        atoms: atom names to model (e.g. ["O1", "H2"]).
+        properties: properties to model per atom (e.g. ["iqa", "q00"]).
+        dir: folder of the CSVs (relative paths resolve against the config file's folder; --data-dir and
+            $TLGP_DATA_DIR override it).
+        train: training-set file pattern with {system} and {atom}.
+        validation: validation-set file pattern (a missing validation file is allowed).
+        n_atoms: atoms in the molecule (for the export; default (D + 6) / 3).
+        alf: atom -> 1-based (C, X, P) of its ALF (for the export, when checkpoints lack it).
+        dir_source: which setting chose `dir` (for error messages).
+
+    Example:
+        >>> from tlgp_torch.config import DataConfig
+        >>> DataConfig(system="WATER", atoms=["O1"], properties=["iqa"]).train.format(system="WATER", atom="O1")
+        'WATER_O1_TRAINING_SET.csv'
+    """
 
     system: str
     atoms: list[str]
@@ -57,7 +75,20 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """[train] and its sub-tables, as keyword arguments of the trainer dataclasses."""
+    """[train] and its sub-tables, as keyword arguments of the trainer dataclasses.
+
+    Attributes:
+        method: "tl" (TransferTrainer) or "dl" (DirectTrainer).
+        settings: FitSettings fields from [train] (optimizer, lr, seed, device, ...).
+        stop: StoppingRule fields from [train.stop].
+        dl: DirectTrainer-only fields from [train.dl].
+        tl: TransferTrainer-only fields from [train.tl].
+
+    Example:
+        >>> from tlgp_torch.config import TrainConfig
+        >>> TrainConfig(method="dl", dl={"restarts": 2}).dl
+        {'restarts': 2}
+    """
 
     method: str = "tl"
     settings: dict[str, Any] = field(default_factory=dict)  # FitSettings fields from [train]
@@ -68,7 +99,42 @@ class TrainConfig:
 
 @dataclass
 class Config:
-    """A whole experiment config."""
+    """A whole experiment config: what load_config returns.
+
+    Attributes:
+        data: the [data] table.
+        model: FitSettings fields from [model] (convention, likelihood, nugget, noise_floor, mean).
+        train: the [train] tables.
+        output_dir_pattern: [output] dir, with {system} (default "runs/{system}").
+        path: the TOML file it came from.
+        submit: the [submit] table.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from tlgp_torch.config import load_config
+        >>> text = '''
+        ... [data]
+        ... system = "WATER"
+        ... atoms = ["O1", "H2"]
+        ... properties = ["iqa"]
+        ... [train]
+        ... method = "dl"
+        ... seed = 3
+        ... [train.dl]
+        ... restarts = 2
+        ... '''
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp) / "water.toml"
+        ...     _ = path.write_text(text)
+        ...     cfg = load_config(path)
+        >>> cfg.jobs()                                   # one model per (atom, property)
+        [('O1', 'iqa'), ('H2', 'iqa')]
+        >>> trainer = cfg.trainer()                      # [train] method = "dl"
+        >>> type(trainer).__name__, trainer.restarts, trainer.seed
+        ('DirectTrainer', 2, 3)
+        >>> str(cfg.checkpoint_path(cfg.output_dir(), "O1", "iqa"))
+        'runs/WATER/models/WATER_iqa_O1.pt'
+    """
 
     data: DataConfig
     model: dict[str, Any] = field(default_factory=dict)     # FitSettings fields from [model]
@@ -194,7 +260,52 @@ def _train(raw: dict) -> TrainConfig:
 
 
 def load_config(path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Config:
-    """Read and validate a TOML config; data folder from `data_dir` > $TLGP_DATA_DIR > [data] dir."""
+    """Read and validate a TOML config; data folder from `data_dir` > $TLGP_DATA_DIR > [data] dir.
+
+    Tables: [data] (required), [model], [train] with [train.stop], [train.dl], [train.tl], [output], [submit];
+    every key, type and default is in docs/configuration.md. Values are checked by building both trainers.
+
+    Args:
+        path: the TOML file.
+        data_dir: folder of the CSVs, overriding $TLGP_DATA_DIR and [data] dir (the CLI's --data-dir).
+
+    Returns:
+        A validated Config.
+
+    Raises:
+        FileNotFoundError: when path does not exist.
+        ConfigError: naming the file and the key: invalid TOML, unknown table or key (with the allowed ones),
+            wrong type, or a value a trainer rejects.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from tlgp_torch.config import load_config
+        >>> text = '''
+        ... [data]
+        ... system = "WATER"
+        ... atoms = ["O1", "H2"]
+        ... properties = ["iqa"]
+        ... [train]
+        ... method = "dl"
+        ... seed = 3
+        ... [train.dl]
+        ... restarts = 2
+        ... '''
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp) / "water.toml"
+        ...     _ = path.write_text(text)
+        ...     cfg = load_config(path)
+        >>> cfg.data.system, cfg.train.method, cfg.train.dl
+        ('WATER', 'dl', {'restarts': 2})
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp) / "bad.toml"
+        ...     _ = path.write_text(text.replace("seed = 3", "seeds = 3"))
+        ...     try:
+        ...         load_config(path)
+        ...     except ValueError as err:             # a ConfigError
+        ...         print(str(err).split(": ", 1)[1])
+        unknown key 'seeds' in [train]; allowed keys: method, ...
+    """
     path = pathlib.Path(path)
     raw = read_toml(path, ("data", "model", "train", "output", "submit"), "data")
     try:

@@ -16,10 +16,24 @@ else:  # pragma: no cover
 
 
 class ConfigError(ValueError):
-    """A config file is invalid: unknown key, wrong type or bad value (the message says which)."""
+    """A config file is invalid: unknown key, wrong type or bad value (the message says which).
+
+    A ValueError; load_config prefixes the message with the file.
+
+    Example:
+        >>> from tlgp_torch.config import ConfigError
+        >>> issubclass(ConfigError, ValueError)
+        True
+    """
 
 
 def type_name(hint: Any) -> str:
+    """A TOML user's name for a type hint (for error messages and docs/configuration.md).
+
+    Example:
+        >>> type_name(tuple[float, float]), type_name(int | None), type_name(list[str])
+        ('list of 2 float', 'int', 'list of str')
+    """
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(type_name(a) for a in args if a is not type(None))
@@ -37,7 +51,16 @@ def type_name(hint: Any) -> str:
 
 
 def check_value(value: Any, hint: Any, where: str) -> Any:
-    """value converted to `hint` (int -> float, list -> tuple), or ConfigError naming `where` and the type."""
+    """value converted to `hint` (int -> float, list -> tuple), or ConfigError naming `where` and the type.
+
+    Example:
+        >>> check_value([1, 2], tuple[int, int], "train.init_range")
+        (1, 2)
+        >>> check_value("a", int, "train.seed")
+        Traceback (most recent call last):
+        ...
+        tlgp_torch.config.toml.ConfigError: train.seed: expected int, got str ('a')
+    """
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     bad = ConfigError(f"{where}: expected {type_name(hint)}, got {type(value).__name__} ({value!r})")
     if origin in (typing.Union, types.UnionType):  # TOML has no null: try each non-None member in order
@@ -83,7 +106,19 @@ def check_value(value: Any, hint: Any, where: str) -> Any:
 
 
 def read_table(table: dict, name: str, allowed: tuple[str, ...], hints: dict[str, Any]) -> dict[str, Any]:
-    """Type-checked copy of a TOML table; unknown keys raise ConfigError naming the key, table and allowed keys."""
+    """Type-checked copy of a TOML table; unknown keys raise ConfigError naming the key, table and allowed keys.
+
+    Args:
+        table: the parsed TOML table.
+        name: its name for messages, e.g. "[train.stop]".
+        allowed: the allowed keys.
+        hints: key -> type hint (field_hints gives both from a dataclass).
+
+    Example:
+        >>> from tlgp_torch.optim import StoppingRule
+        >>> read_table({"rtol": 1e-5}, "[train.stop]", *field_hints(StoppingRule))
+        {'rtol': 1e-05}
+    """
     if not isinstance(table, dict):
         raise ConfigError(f"{name} must be a table, got {type(table).__name__}")
     out = {}
@@ -95,14 +130,33 @@ def read_table(table: dict, name: str, allowed: tuple[str, ...], hints: dict[str
 
 
 def field_hints(cls: type, names: tuple[str, ...] | None = None) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """(field names, their resolved type hints) of a dataclass, all fields or the given ones."""
+    """(field names, their resolved type hints) of a dataclass, all fields or the given ones.
+
+    Example:
+        >>> from tlgp_torch.optim import StoppingRule
+        >>> field_hints(StoppingRule, ("rtol", "max_iter"))
+        (('rtol', 'max_iter'), {'rtol': <class 'float'>, 'max_iter': <class 'int'>})
+    """
     names = names or tuple(f.name for f in dataclasses.fields(cls))
     hints = typing.get_type_hints(cls)
     return names, {n: hints[n] for n in names}
 
 
 def read_toml(path: str | os.PathLike, tables: tuple[str, ...], required: str) -> dict:
-    """Parsed TOML file holding only the allowed top-level tables, the required one among them."""
+    r"""Parsed TOML file holding only the allowed top-level tables, the required one among them.
+
+    Raises:
+        FileNotFoundError: when path does not exist.
+        ConfigError: naming the file, for invalid TOML, an unknown table or a missing required one.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp) / "a.toml"
+        ...     _ = path.write_text("[data]\nsystem = 'WATER'\n")
+        ...     read_toml(path, ("data", "model"), "data")
+        {'data': {'system': 'WATER'}}
+    """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")

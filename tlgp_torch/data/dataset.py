@@ -11,7 +11,19 @@ __all__ = ["AtomDataset", "cyclic_feature_mask"]
 
 
 def cyclic_feature_mask(n_features: int) -> torch.Tensor:
-    """Bool mask [D], True at the 1-based feature indices 3, 6, 9, ... (FFLUX rbf-cyclic rule)."""
+    """Bool mask [D], True at the 1-based feature indices 3, 6, 9, ... (FFLUX rbf-cyclic rule).
+
+    In ALF features these are the angle f3 and the phi of every non-frame atom; FFLUX wraps their differences
+    into [-pi, pi]. (f3 is in [0, pi] and never wraps, so flagging it changes nothing.)
+
+    Raises:
+        ValueError: for a negative n_features.
+
+    Example:
+        >>> from tlgp_torch.data import cyclic_feature_mask
+        >>> cyclic_feature_mask(6)
+        tensor([False, False,  True, False, False,  True])
+    """
     if n_features < 0:
         raise ValueError(f"n_features must be >= 0, got {n_features}")
     return torch.arange(1, n_features + 1) % 3 == 0
@@ -19,7 +31,37 @@ def cyclic_feature_mask(n_features: int) -> torch.Tensor:
 
 @dataclass
 class AtomDataset:
-    """Features x [N, D] (bohr / radians) and properties y [N, P] of one atom of one system."""
+    """Features x [N, D] (bohr / radians) and properties y [N, P] of one atom of one system.
+
+    What read_ichor_csv returns and what the trainers take (with a property name).
+
+    Attributes:
+        x: features [N, D] (bohr / radians, the ALF features of the atom).
+        y: properties [N, P] (Hartree for energies, e for q00, atomic units for multipoles).
+        property_names: P names, one per column of y (e.g. ["iqa", "q00"]).
+        system: system name (e.g. "WATER"), or None.
+        atom: atom name (e.g. "O1"), or None.
+        source: the file it was read from, or None.
+        cyclic: bool mask [D] of the periodic features (default cyclic_feature_mask(D)).
+
+    Raises:
+        ValueError: for x or y that are not 2-D, different N, a wrong number of or repeated property names,
+            or a cyclic mask that is not bool [D].
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.data import AtomDataset
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> data = AtomDataset(x=torch.rand(10, 6, dtype=torch.float64, generator=gen),
+        ...                    y=torch.rand(10, 2, dtype=torch.float64, generator=gen),
+        ...                    property_names=["iqa", "q00"], system="WATER", atom="O1")
+        >>> len(data), data.n_features, data.feature_names[:3]
+        (10, 6, ['f1', 'f2', 'f3'])
+        >>> data.property("q00").shape, data.select(["q00"]).property_names
+        (torch.Size([10]), ['q00'])
+        >>> data.subset(torch.arange(4)).n_points, data.cyclic.tolist()
+        (4, [False, False, True, False, False, True])
+    """
 
     x: torch.Tensor
     y: torch.Tensor
@@ -77,7 +119,7 @@ class AtomDataset:
             raise KeyError(f"no property {name!r}; available: {', '.join(self.property_names)}") from None
 
     def property(self, name: str) -> torch.Tensor:
-        """Values [N] of one property, by name."""
+        """Values [N] of one property, by name (KeyError listing the available names otherwise)."""
         return self.y[:, self._column(name)]
 
     def subset(self, index: torch.Tensor) -> AtomDataset:

@@ -19,7 +19,20 @@ __all__ = ["MoleculeExport", "check_fflux_molecule", "export_molecule", "trained
 
 @dataclass
 class MoleculeExport:
-    """What export_molecule wrote."""
+    """What export_molecule wrote.
+
+    Attributes:
+        folder: dest/SYSTEM, the folder FFLUX points at.
+        model_files: the .model files, one per (atom, property).
+        potential_files: SYSTEM.pt / SYSTEM.pt2.
+        notes: what was skipped and why (e.g. no energy models, so no torch potential).
+
+    Example:
+        >>> import pathlib
+        >>> from tlgp_torch.export import MoleculeExport
+        >>> MoleculeExport(pathlib.Path("out/WATER")).model_files
+        []
+    """
 
     folder: pathlib.Path
     model_files: list[pathlib.Path] = field(default_factory=list)
@@ -28,7 +41,33 @@ class MoleculeExport:
 
 
 def check_fflux_molecule(models: Sequence[FerebusModel]) -> None:
-    """Raise ValueError unless FFLUX can load the set: every atom has every property, one N for all models."""
+    """Raise ValueError unless FFLUX can load the set: every atom has every property, one N for all models.
+
+    Args:
+        models: the FerebusModels of one molecule.
+
+    Raises:
+        ValueError: naming what is missing or inconsistent (atom count, missing (atom, property) pairs, sizes).
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.io import FerebusModel
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> def model(atom, prop, alf):                   # a small stand-in for a trained water model
+        ...     return FerebusModel(system="WATER", atom=atom, property=prop, alf=alf, n_atoms=3,
+        ...                         kernel_type="rbf-cyclic", theta=torch.ones(3, dtype=torch.float64), mean=-0.5,
+        ...                         x=1.8 + torch.rand(5, 3, dtype=torch.float64, generator=gen),
+        ...                         y=torch.zeros(5, dtype=torch.float64),
+        ...                         weights=0.01 * torch.randn(5, dtype=torch.float64, generator=gen))
+        >>> models = [model(atom, prop, alf) for atom, alf in (("O1", (1, 2, 3)), ("H2", (2, 1, 3)), ("H3", (3, 1, 2)))
+        ...           for prop in ("iqa", "q00")]
+        >>> from tlgp_torch.export import check_fflux_molecule
+        >>> check_fflux_molecule(models)                  # complete: no error
+        >>> check_fflux_molecule(models[:-1])
+        Traceback (most recent call last):
+        ...
+        ValueError: FFLUX needs a model of every atom for every property; missing: H3 q00
+    """
     if not models:
         raise ValueError("no models to export")
     n_atoms = {m.n_atoms for m in models}
@@ -49,7 +88,45 @@ def check_fflux_molecule(models: Sequence[FerebusModel]) -> None:
 
 def export_molecule(models: Sequence[FerebusModel], dest: pathlib.Path, formats: Sequence[str] = ("ferebus", "pt",
                     "pt2"), overwrite: bool = False) -> MoleculeExport:
-    """Write dest/SYSTEM/ with {SYSTEM}_{property}_{ATOM}.model files, SYSTEM.pt / .pt2 and manifest.json."""
+    """Write dest/SYSTEM/ with {SYSTEM}_{property}_{ATOM}.model files, SYSTEM.pt / .pt2 and manifest.json.
+
+    The .model files are what FFLUX / DL_FFLUX read; the torch potentials (energy and q00 models only) are for
+    ASE and MD engines; manifest.json lists every model, its ALF and kernel, and the units.
+
+    Args:
+        models: the FerebusModels of one molecule (checked with check_fflux_molecule).
+        dest: parent folder; the files go to dest/SYSTEM (underscores removed from SYSTEM).
+        formats: any of "ferebus" (.model files), "pt" (TorchScript) and "pt2" (torch.export, slow to trace).
+        overwrite: replace the files of a non-empty dest/SYSTEM.
+
+    Returns:
+        A MoleculeExport listing what was written.
+
+    Raises:
+        ValueError: for an unknown format or a set FFLUX cannot load.
+        FileExistsError: when dest/SYSTEM is not empty and overwrite is False.
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.io import FerebusModel
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> def model(atom, prop, alf):                   # a small stand-in for a trained water model
+        ...     return FerebusModel(system="WATER", atom=atom, property=prop, alf=alf, n_atoms=3,
+        ...                         kernel_type="rbf-cyclic", theta=torch.ones(3, dtype=torch.float64), mean=-0.5,
+        ...                         x=1.8 + torch.rand(5, 3, dtype=torch.float64, generator=gen),
+        ...                         y=torch.zeros(5, dtype=torch.float64),
+        ...                         weights=0.01 * torch.randn(5, dtype=torch.float64, generator=gen))
+        >>> models = [model(atom, prop, alf) for atom, alf in (("O1", (1, 2, 3)), ("H2", (2, 1, 3)), ("H3", (3, 1, 2)))
+        ...           for prop in ("iqa", "q00")]
+        >>> import pathlib, tempfile
+        >>> from tlgp_torch.export import export_molecule
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     written = export_molecule(models, pathlib.Path(tmp), formats=("ferebus", "pt"))
+        ...     files = sorted(path.name for path in written.folder.iterdir())
+        >>> files
+        ['WATER.pt', 'WATER_iqa_H2.model', 'WATER_iqa_H3.model', 'WATER_iqa_O1.model', 'WATER_q00_H2.model',
+         'WATER_q00_H3.model', 'WATER_q00_O1.model', 'manifest.json']
+    """
     unknown = set(formats) - {"ferebus", "pt", "pt2"}
     if unknown:
         raise ValueError(f"unknown export format(s) {sorted(unknown)}: use ferebus, pt, pt2")
@@ -87,7 +164,35 @@ def export_molecule(models: Sequence[FerebusModel], dest: pathlib.Path, formats:
 
 
 def trained_models(cfg, out: pathlib.Path, properties: Sequence[str] | None = None) -> list[FerebusModel]:
-    """FerebusModels of every (atom, property) of a config from the checkpoints `tlgp train` wrote under out."""
+    r"""FerebusModels of every (atom, property) of a config from the checkpoints `tlgp train` wrote under out.
+
+    The ALF and atom count come from the checkpoint metadata, else from [data] alf and n_atoms of the config
+    (n_atoms defaults to (D + 6) / 3).
+
+    Args:
+        cfg: the Config the models were trained with.
+        out: the output folder of `tlgp train` (checkpoints under out/models).
+        properties: the properties to export (default: the config's).
+
+    Returns:
+        One FerebusModel per (atom, property), atom-major.
+
+    Raises:
+        ValueError: listing the (atom, property) pairs without a checkpoint, or an atom without an ALF.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from tlgp_torch.config import load_config
+        >>> from tlgp_torch.export import trained_models
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp) / "water.toml"
+        ...     _ = path.write_text('[data]\nsystem = "WATER"\natoms = ["O1"]\nproperties = ["iqa"]\n')
+        ...     try:
+        ...         trained_models(load_config(path), pathlib.Path(tmp) / "runs")
+        ...     except ValueError as err:
+        ...         print(str(err).split(" (run")[0].split(": ")[-1])       # nothing trained yet
+        O1 iqa
+    """
     ckpt = {job: cfg.checkpoint_path(out, *job) for job in cfg.jobs(properties)}
     missing = [f"{atom} {prop}" for (atom, prop), path in ckpt.items() if not path.is_file()]
     if missing:

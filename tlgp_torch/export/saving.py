@@ -17,7 +17,26 @@ METADATA_FILE = "tlgp_potential.json"
 
 
 def potential_metadata(potential: FFLUXPotential) -> dict:
-    """Units, atoms and properties of a potential (stored beside the program in both formats)."""
+    """Units, atoms and properties of a potential (stored beside the program in both formats).
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.io import FerebusModel
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> def model(atom, prop, alf):                   # a small stand-in for a trained water model
+        ...     return FerebusModel(system="WATER", atom=atom, property=prop, alf=alf, n_atoms=3,
+        ...                         kernel_type="rbf-cyclic", theta=torch.ones(3, dtype=torch.float64), mean=-0.5,
+        ...                         x=1.8 + torch.rand(5, 3, dtype=torch.float64, generator=gen),
+        ...                         y=torch.zeros(5, dtype=torch.float64),
+        ...                         weights=0.01 * torch.randn(5, dtype=torch.float64, generator=gen))
+        >>> models = [model(atom, prop, alf) for atom, alf in (("O1", (1, 2, 3)), ("H2", (2, 1, 3)), ("H3", (3, 1, 2)))
+        ...           for prop in ("iqa", "q00")]
+        >>> from tlgp_torch.export import FFLUXPotential
+        >>> from tlgp_torch.export.saving import potential_metadata
+        >>> meta = potential_metadata(FFLUXPotential(models))
+        >>> meta["atoms"], meta["numbers"], meta["length_unit"], meta["energy_unit"]
+        (['O1', 'H2', 'H3'], [8, 1, 1], 'angstrom', 'eV')
+    """
     return {"format": "tlgp_torch.FFLUXPotential/1", "length_unit": potential.length_unit,
             "energy_unit": potential.energy_unit, "charge_unit": "e", "numbers": potential.numbers.tolist(),
             "atoms": potential.atom_names, "properties": potential.properties,
@@ -25,7 +44,44 @@ def potential_metadata(potential: FFLUXPotential) -> dict:
 
 
 def save_potential(potential: FFLUXPotential, path: str | os.PathLike) -> pathlib.Path:
-    """Save by suffix: .pt = torch.jit.script (load: torch.jit.load), .pt2 = torch.export (torch.export.load)."""
+    """Save by suffix: .pt = torch.jit.script (load: torch.jit.load), .pt2 = torch.export (torch.export.load).
+
+    Both files carry potential_metadata as the extra file tlgp_potential.json and need only torch to load; the
+    .pt2 program takes positions [F, N, 3] with any number of frames F (tracing it takes seconds).
+
+    Args:
+        potential: a complete potential (an energy model of every atom).
+        path: destination with suffix .pt or .pt2 (written atomically; folders are created).
+
+    Returns:
+        path as a pathlib.Path.
+
+    Raises:
+        ValueError: for another suffix or an incomplete potential.
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.io import FerebusModel
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> def model(atom, prop, alf):                   # a small stand-in for a trained water model
+        ...     return FerebusModel(system="WATER", atom=atom, property=prop, alf=alf, n_atoms=3,
+        ...                         kernel_type="rbf-cyclic", theta=torch.ones(3, dtype=torch.float64), mean=-0.5,
+        ...                         x=1.8 + torch.rand(5, 3, dtype=torch.float64, generator=gen),
+        ...                         y=torch.zeros(5, dtype=torch.float64),
+        ...                         weights=0.01 * torch.randn(5, dtype=torch.float64, generator=gen))
+        >>> models = [model(atom, prop, alf) for atom, alf in (("O1", (1, 2, 3)), ("H2", (2, 1, 3)), ("H3", (3, 1, 2)))
+        ...           for prop in ("iqa", "q00")]
+        >>> import pathlib, tempfile
+        >>> from tlgp_torch.export import FFLUXPotential, load_potential, save_potential
+        >>> positions = torch.tensor([[[0.0, 0.0, 0.117], [0.0, 0.757, -0.469], [0.0, -0.757, -0.469]]],
+        ...                          dtype=torch.float64)                    # one frame, angstrom
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = save_potential(FFLUXPotential(models), pathlib.Path(tmp) / "WATER.pt")
+        ...     module, meta = load_potential(path)                         # plain torch from here on
+        >>> energy, atomic_energies, charges = module(positions)
+        >>> energy.shape, atomic_energies.shape, meta["energy_unit"]
+        (torch.Size([1]), torch.Size([1, 3]), 'eV')
+    """
     path = pathlib.Path(path)
     kind = FORMATS.get(path.suffix)
     if kind is None:
@@ -47,7 +103,29 @@ def save_potential(potential: FFLUXPotential, path: str | os.PathLike) -> pathli
 
 
 def load_potential(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
-    """(callable module, metadata) from a .pt or .pt2 file written by save_potential."""
+    """(callable module, metadata) from a .pt or .pt2 file written by save_potential.
+
+    The module maps positions [F, N, 3] (metadata["length_unit"]) to (energy [F], atomic energies [F, N],
+    charges [F, N]) in metadata["energy_unit"] and e.
+
+    Args:
+        path: a .pt (TorchScript) or .pt2 (torch.export) file.
+        map_location: device for a TorchScript module.
+
+    Raises:
+        FileNotFoundError: when path does not exist.
+        ValueError: for another suffix.
+
+    Example:
+        >>> from tlgp_torch.export import load_potential
+        >>> try:
+        ...     load_potential("missing.pt")
+        ... except FileNotFoundError as err:
+        ...     print(err)
+        potential file not found: missing.pt
+
+    See save_potential for a round trip.
+    """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"potential file not found: {path}")

@@ -26,7 +26,27 @@ def _priority_key(start: int, exclude: set[int], nbrs: list[list[int]], masses: 
 
 
 def priority_order(candidates: list[int], exclude: set[int], nbrs: list[list[int]], masses: list[float]) -> list[int]:
-    """Candidates by decreasing priority (shell by shell until the tie breaks); remaining ties: lower index first."""
+    """Candidates by decreasing priority (shell by shell until the tie breaks); remaining ties: lower index first.
+
+    The priority of a candidate is the list of cumulative masses of it and its bond shells, walking away from
+    the atoms in `exclude`; lists are compared shell by shell (Cahn-Ingold-Prelog-like).
+
+    Args:
+        candidates: 0-based atom indices to rank.
+        exclude: atoms the shells must not walk through (the central atom, and X when ranking P).
+        nbrs: neighbour lists of every atom (from the adjacency).
+        masses: atomic masses of every atom (u).
+
+    Returns:
+        The candidates, highest priority first.
+
+    Example:
+        >>> from tlgp_torch.features import priority_order
+        >>> nbrs = [[1, 3, 4, 5], [0, 2], [1], [0], [0], [0]]          # methanol: C0 O1 H2 H3 H4 H5
+        >>> masses = [12.011, 15.999, 1.008, 1.008, 1.008, 1.008]
+        >>> priority_order([1, 3, 4, 5], {0}, nbrs, masses)         # O first, then the tied H by index
+        [1, 3, 4, 5]
+    """
     keys = {c: _priority_key(c, exclude, nbrs, masses) for c in candidates}
     depth = max((len(k) for k in keys.values()), default=0)
     padded = {c: k + (k[-1],) * (depth - len(k)) for c, k in keys.items()}
@@ -41,7 +61,31 @@ def choose_alf(numbers, positions, adjacency: torch.Tensor | None = None,
     highest-priority neighbour of X other than C. Priority = summed atomic masses of the atom and its bond
     shells (away from C), expanded until the tie breaks; remaining ties go to the lower index. Atoms with too
     few bonded atoms (isolated atoms, diatomic fragments) fall back to the nearest atoms by distance.
-    positions [N, 3] in angstrom (only used for connectivity and the fallback).
+
+    Args:
+        numbers: N atomic numbers or element symbols.
+        positions: [N, 3] in angstrom (only used for connectivity and the fallback).
+        adjacency: bool [N, N] bonds to use instead of covalent-radius connectivity.
+        tolerance: connectivity factor on the sum of covalent radii.
+
+    Returns:
+        LongTensor [N, 3]: row c is (c, X, P).
+
+    Raises:
+        ValueError: for fewer than 3 atoms or an unknown element.
+
+    Example:
+        >>> import torch
+        >>> numbers = ["C", "O", "H", "H", "H", "H"]                         # methanol, H3 on the oxygen
+        >>> positions = torch.tensor([[-0.047, 0.664, 0.0], [-0.047, -0.757, 0.0], [-0.987, -1.060, 0.0],
+        ...                           [-1.083, 0.970, 0.0], [0.435, 1.094, 0.888], [0.435, 1.094, -0.888]],
+        ...                          dtype=torch.float64)                     # angstrom
+        >>> from tlgp_torch.features import choose_alf
+        >>> alf = choose_alf(numbers, positions)
+        >>> alf[:3].tolist()                # C: (O, first H of C); O: (C, H); H on O: (O, C)
+        [[0, 1, 3], [1, 0, 2], [2, 1, 0]]
+        >>> (alf[0] + 1).tolist()           # 1-based, as the ALF line of a .model file
+        [1, 2, 4]
     """
     z = atomic_numbers(numbers)
     n = len(z)

@@ -1,4 +1,27 @@
-"""Differentiable ALF features (FFLUX convention), batched over frames, in torch."""
+r"""Differentiable ALF features (FFLUX convention), batched over frames, in torch.
+
+For central atom C with frame atoms X (x-axis) and P (xy-plane), 3N - 6 features:
+
+.. math::
+
+    f1 = |X - C|,   f2 = |P - C|,   f3 = angle(X - C, P - C),
+    e_x = unit(X - C),   e_y = unit((P - C) - ((P - C) . e_x) e_x),   e_z = e_x x e_y,
+
+then for every other atom j in index order (skipping C, X, P), with (x, y, z) the components of j - C in the
+frame: r = |j - C|, theta = arccos(z / r) in [0, pi], phi = atan2(y, x) in (-pi, pi]. So every third feature
+(1-based 3, 6, 9, ...) is an angle that FFLUX's rbf-cyclic kernel treats as periodic (phi from index 6 on).
+The features are invariant to rotation and translation.
+
+Example:
+    >>> import torch
+    >>> from tlgp_torch.features import alf_features
+    >>> from tlgp_torch.units import ANGSTROM_TO_BOHR
+    >>> positions = torch.tensor([[0.0, 0.0, 0.117], [0.0, 0.757, -0.469], [0.0, -0.757, -0.469]],
+    ...                          dtype=torch.float64) * ANGSTROM_TO_BOHR     # water in bohr
+    >>> f = alf_features(positions, torch.tensor([[0, 1, 2]]))             # O1 with X = H2, P = H3
+    >>> [round(v, 4) for v in f[0].tolist()]                               # bohr, bohr, rad (104.5 deg)
+    [1.8091, 1.8091, 1.8241]
+"""
 from __future__ import annotations
 
 import math
@@ -9,7 +32,22 @@ __all__ = ["alf_features", "frame_features", "non_frame_atoms"]
 
 
 def non_frame_atoms(alf: torch.Tensor, n_atoms: int) -> torch.Tensor:
-    """LongTensor [A, N-3]: for each ALF row, the other atoms in index order (skipping C, X, P)."""
+    """LongTensor [A, N-3]: for each ALF row, the other atoms in index order (skipping C, X, P).
+
+    Args:
+        alf: [A, 3] 0-based (C, X, P) rows.
+        n_atoms: N.
+
+    Raises:
+        ValueError: unless alf is [A, 3] of three different indices in [0, N).
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.features import non_frame_atoms
+        >>> non_frame_atoms(torch.tensor([[0, 1, 3], [1, 0, 2]]), 6)
+        tensor([[2, 4, 5],
+                [3, 4, 5]])
+    """
     alf = torch.as_tensor(alf, dtype=torch.long)
     if alf.dim() != 2 or alf.shape[1] != 3:
         raise ValueError(f"alf must be [A, 3] (C, X, P), got {tuple(alf.shape)}")
@@ -30,6 +68,33 @@ def alf_features(positions: torch.Tensor, alf: torch.Tensor, others: torch.Tenso
     phi = atan2(y, x) in (-pi, pi]. Lengths in the units of `positions` (use bohr for FFLUX). Differentiable:
     angles are computed as atan2 forms, whose gradients stay finite where arccos's would not. `others`
     (non_frame_atoms(alf, N), precomputed) keeps the function free of data-dependent shapes for torch.export.
+
+    Args:
+        positions: [F, N, 3] frames, or one frame [N, 3] (bohr for FFLUX models).
+        alf: [A, 3] 0-based (C, X, P) of the atoms to describe (e.g. rows of choose_alf).
+        others: non_frame_atoms(alf, N), or None to compute it.
+
+    Returns:
+        [F, A, 3N-6], or [A, 3N-6] for one frame.
+
+    Raises:
+        ValueError: for positions that are not [F, N, 3] / [N, 3], or a bad alf.
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.features import alf_features, choose_alf
+        >>> numbers = ["C", "O", "H", "H", "H", "H"]                         # methanol, angstrom
+        >>> positions = torch.tensor([[-0.047, 0.664, 0.0], [-0.047, -0.757, 0.0], [-0.987, -1.060, 0.0],
+        ...                           [-1.083, 0.970, 0.0], [0.435, 1.094, 0.888], [0.435, 1.094, -0.888]],
+        ...                          dtype=torch.float64)
+        >>> alf = choose_alf(numbers, positions)
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> frames = positions + 0.01 * torch.randn(4, 6, 3, dtype=torch.float64, generator=gen)  # 4 frames
+        >>> alf_features(frames, alf).shape                     # 4 frames, 6 atoms, 3 * 6 - 6 features
+        torch.Size([4, 6, 12])
+        >>> rotation = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64, generator=gen))[0]
+        >>> bool(torch.allclose(alf_features(positions @ rotation.T, alf), alf_features(positions, alf)))
+        True
     """
     single = positions.dim() == 2
     pos = positions.unsqueeze(0) if single else positions
@@ -43,7 +108,16 @@ def alf_features(positions: torch.Tensor, alf: torch.Tensor, others: torch.Tenso
 
 
 def frame_features(pos: torch.Tensor, alf: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
-    """The computation of alf_features on checked inputs: pos [F, N, 3], alf [A, 3], others [A, N-3] (scriptable)."""
+    """The computation of alf_features on checked inputs: pos [F, N, 3], alf [A, 3], others [A, N-3] (scriptable).
+
+    Returns [F, A, 3N-6]; no input checks, no data-dependent shapes (for TorchScript and torch.export).
+
+    Example:
+        >>> import torch
+        >>> pos = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]], dtype=torch.float64)
+        >>> frame_features(pos, torch.tensor([[0, 1, 2]]), torch.zeros(1, 0, dtype=torch.long))
+        tensor([[[1.0000, 2.0000, 1.5708]]], dtype=torch.float64)
+    """
     c, x, p = pos[:, alf[:, 0]], pos[:, alf[:, 1]], pos[:, alf[:, 2]]  # [F, A, 3]
     vx, vp = x - c, p - c
     r1, r2 = vx.norm(p=2, dim=-1), vp.norm(p=2, dim=-1)

@@ -23,7 +23,15 @@ _BY_SYMBOL = {s.lower(): z for z, s in SYMBOLS.items()}
 
 
 def atomic_number(symbol: str | int) -> int:
-    """Atomic number of an element symbol (case-insensitive) or a checked int; ValueError names unknown ones."""
+    """Atomic number of an element symbol (case-insensitive) or a checked int; ValueError names unknown ones.
+
+    Supported: H to Ar, Br and I.
+
+    Example:
+        >>> from tlgp_torch.features import atomic_number
+        >>> atomic_number("cl"), atomic_number(8)
+        (17, 8)
+    """
     if isinstance(symbol, int) and not isinstance(symbol, bool):
         if symbol in _TABLE:
             return symbol
@@ -35,7 +43,17 @@ def atomic_number(symbol: str | int) -> int:
 
 
 def atomic_numbers(symbols) -> list[int]:
-    """Atomic numbers of a sequence of symbols or ints; the error names the 1-based atom index."""
+    """Atomic numbers of a sequence of symbols or ints; the error names the 1-based atom index.
+
+    Example:
+        >>> from tlgp_torch.features import atomic_numbers
+        >>> atomic_numbers(["O", 1, "h"])
+        [8, 1, 1]
+        >>> atomic_numbers(["O", "Xx"])
+        Traceback (most recent call last):
+        ...
+        ValueError: atom 2: unknown element 'Xx': supported elements are ...
+    """
     out = []
     for i, s in enumerate(symbols, start=1):
         try:
@@ -49,7 +67,13 @@ _ATOM_NAME = re.compile(r"([A-Za-z]{1,2})(\d+)")
 
 
 def parse_atom_name(name: str) -> tuple[int, int]:
-    """(atomic number, 1-based index) of an FFLUX atom name such as 'C1', 'H10' or 'Cl3'."""
+    """(atomic number, 1-based index) of an FFLUX atom name such as 'C1', 'H10' or 'Cl3'.
+
+    Example:
+        >>> from tlgp_torch.features import parse_atom_name
+        >>> parse_atom_name("Cl3"), parse_atom_name("H10")
+        ((17, 3), (1, 10))
+    """
     m = _ATOM_NAME.fullmatch(name.strip())
     if m is None or int(m.group(2)) < 1:
         raise ValueError(f"atom name {name!r} is not an element symbol followed by a 1-based index (e.g. 'C1')")

@@ -20,7 +20,21 @@ METHODS = ("md", "normal_modes")
 
 @dataclass(frozen=True)
 class MoleculeSpec:
-    """[molecule]: system name (FEREBUS: letters and digits), source ('g2:', 's22:', 'smiles:', 'xyz:'), charge, uhf."""
+    """[molecule]: system name (FEREBUS: letters and digits), source ('g2:', 's22:', 'smiles:', 'xyz:'), charge, uhf.
+
+    Attributes:
+        system: name used in the file names (letters and digits only).
+        source: 'g2:NAME' or 's22:NAME' (ASE collections), 'smiles:SMILES' (RDKit) or 'xyz:PATH'.
+        charge: total charge (e).
+        uhf: number of unpaired electrons.
+        optimize: relax the starting geometry with GFN2-xTB first.
+        seed: RDKit embedding seed (SMILES sources).
+
+    Example:
+        >>> from tlgp_torch.generation import MoleculeSpec
+        >>> MoleculeSpec(system="WATER", source="g2:H2O").charge
+        0
+    """
 
     system: str
     source: str
@@ -32,7 +46,26 @@ class MoleculeSpec:
 
 @dataclass(frozen=True)
 class SamplingSpec:
-    """[sampling]: Langevin MD ("md") or normal-mode sampling ("normal_modes") at a temperature (K), seeded."""
+    """[sampling]: Langevin MD ("md") or normal-mode sampling ("normal_modes") at a temperature (K), seeded.
+
+    Attributes:
+        method: "md" or "normal_modes".
+        temperature: K.
+        seed: random seed of the sampling.
+        trajectories: independent MD runs (or normal-mode chunks); validation gets its own ones.
+        timestep_fs: MD time step (fs).
+        stride_fs: time between kept MD frames (fs).
+        equilibration_ps: MD time discarded at the start of each trajectory (ps).
+        friction: Langevin friction (1/fs).
+        min_wavenumber: normal modes below this (cm^-1) are frozen.
+        oversample: frames sampled per frame kept (room for dropped frames and duplicates).
+        duplicate_tolerance: frames whose interatomic distances all differ by less (angstrom) are duplicates.
+
+    Example:
+        >>> from tlgp_torch.generation import SamplingSpec
+        >>> SamplingSpec(method="normal_modes", temperature=500.0).md.temperature
+        500.0
+    """
 
     method: str = "md"
     temperature: float = 300.0
@@ -55,7 +88,13 @@ class SamplingSpec:
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """[split]: number of training and validation conformations."""
+    """[split]: number of training and validation conformations.
+
+    Example:
+        >>> from tlgp_torch.generation import SplitSpec
+        >>> SplitSpec()
+        SplitSpec(train=2000, validation=500)
+    """
 
     train: int = 2000
     validation: int = 500
@@ -63,7 +102,22 @@ class SplitSpec:
 
 @dataclass
 class GenerationConfig:
-    """A whole data-generation config."""
+    """A whole data-generation config: what load_generation_config returns.
+
+    Attributes:
+        molecule: the [molecule] table.
+        sampling: the [sampling] table.
+        split: the [split] table.
+        qm: the [qm] table (tblite settings).
+        out_dir: folder the CSVs, xyz files, provenance and cache go to.
+        workers: processes (0: one per core).
+        path: the TOML file it came from.
+
+    Example:
+        >>> from tlgp_torch.generation import GenerationConfig, MoleculeSpec
+        >>> GenerationConfig(molecule=MoleculeSpec(system="WATER", source="g2:H2O")).system
+        'WATER'
+    """
 
     molecule: MoleculeSpec
     sampling: SamplingSpec = field(default_factory=SamplingSpec)
@@ -80,7 +134,12 @@ class GenerationConfig:
 
 
 def config_hash(*parts) -> str:
-    """Short sha256 of dataclasses / JSON-able values: the cache key of a computation."""
+    """Short sha256 of dataclasses / JSON-able values: the cache key of a computation (16 hex digits).
+
+    Example:
+        >>> config_hash(SplitSpec(), 1) == config_hash(SplitSpec(), 1) != config_hash(SplitSpec(train=10), 1)
+        True
+    """
     def plain(obj):
         if dataclasses.is_dataclass(obj):
             return {k: plain(v) for k, v in dataclasses.asdict(obj).items()}
@@ -121,7 +180,46 @@ def _validate(cfg: GenerationConfig) -> None:
 
 
 def load_generation_config(path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> GenerationConfig:
-    """Read and validate a data-generation TOML; relative paths (output dir, xyz sources) resolve against its folder."""
+    """Read and validate a data-generation TOML; relative paths (output dir, xyz sources) resolve against its folder.
+
+    Tables: [molecule] (required), [sampling], [split], [qm], [output] (dir with {system} or {system_lower},
+    workers); unknown keys are errors.
+
+    Args:
+        path: the TOML file.
+        out_dir: output folder overriding [output] dir.
+
+    Returns:
+        A validated GenerationConfig.
+
+    Raises:
+        FileNotFoundError: when path does not exist.
+        ConfigError: naming the file and key for unknown keys, wrong types or bad values.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from tlgp_torch.generation import load_generation_config
+        >>> text = '''
+        ... [molecule]
+        ... system = "WATER"
+        ... source = "g2:H2O"
+        ... [sampling]
+        ... method = "normal_modes"
+        ... trajectories = 2
+        ... [split]
+        ... train = 4
+        ... validation = 2
+        ... [output]
+        ... dir = "data/{system}"
+        ... '''
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> path = pathlib.Path(tmp.name) / "water.toml"
+        >>> _ = path.write_text(text)
+        >>> cfg = load_generation_config(path)
+        >>> cfg.system, cfg.sampling.method, cfg.split.train, cfg.out_dir.name
+        ('WATER', 'normal_modes', 4, 'WATER')
+        >>> tmp.cleanup()
+    """
     path = pathlib.Path(path)
     raw = read_toml(path, ("molecule", "sampling", "split", "qm", "output"), "molecule")
     try:

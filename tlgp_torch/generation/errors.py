@@ -5,8 +5,20 @@ __all__ = ["GenerationError", "MoleculeError"]
 
 
 class MoleculeError(ValueError):
-    """The input molecule is unusable (unknown element, overlapping atoms, bad SMILES or xyz); says which atom."""
+    """The input molecule is unusable (unknown element, overlapping atoms, bad SMILES or xyz); says which atom.
+
+    Example:
+        >>> from tlgp_torch.generation import MoleculeError
+        >>> issubclass(MoleculeError, ValueError)
+        True
+    """
 
 
 class GenerationError(ValueError):
-    """A generation run stopped (MD fragmented, SCF failed during MD, too few frames); names the frame."""
+    """A generation run stopped (MD fragmented, SCF failed during MD, too few frames); names the frame.
+
+    Example:
+        >>> from tlgp_torch.generation import GenerationError
+        >>> issubclass(GenerationError, ValueError)
+        True
+    """

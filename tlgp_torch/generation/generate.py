@@ -24,7 +24,21 @@ FORMAT_VERSION = 2  # bump when sampling or labelling code changes what a cached
 
 
 def plan_tasks(cfg: GenerationConfig) -> list[dict[str, Any]]:
-    """Work units: whole trajectories (or chunks) for training, then separate ones for validation."""
+    """Work units: whole trajectories (or chunks) for training, then separate ones for validation.
+
+    Validation gets about its share of the trajectories (at least one when it has frames), so no training
+    frame is correlated with a validation frame; each unit samples oversample times the frames it must give.
+
+    Returns:
+        One dict per unit: role ("training" / "validation"), task (its index) and n_frames.
+
+    Example:
+        >>> from tlgp_torch.generation import GenerationConfig, MoleculeSpec, SamplingSpec, SplitSpec, plan_tasks
+        >>> cfg = GenerationConfig(molecule=MoleculeSpec(system="WATER", source="g2:H2O"),
+        ...                        sampling=SamplingSpec(trajectories=5), split=SplitSpec(train=2000, validation=500))
+        >>> [(task["role"], task["n_frames"]) for task in plan_tasks(cfg)]
+        [('training', 550), ('training', 550), ('training', 550), ('training', 550), ('validation', 550)]
+    """
     s, sp = cfg.sampling, cfg.split
     n_val = 0 if sp.validation == 0 else max(1, min(s.trajectories - 1, round(s.trajectories * sp.validation
                                                                               / (sp.train + sp.validation))))
@@ -47,6 +61,52 @@ def generate(cfg: GenerationConfig, workers: int | None = None, in_process: bool
 
     workers: processes (default cfg.workers, 0 = one per core); in_process runs everything here (tests).
     Rerunning an unchanged config recomputes nothing; an interrupted run resumes at the last finished work unit.
+
+    Writes {SYSTEM}_{ATOM}_TRAINING_SET.csv and _VALIDATION_SET.csv for every atom (ALF features in bohr /
+    radians; `energy` = GFN2-xTB atom-resolved energy in Hartree, `q00` = Mulliken charge in e: stand-ins, NOT
+    IQA energies or QTAIM charges), the frames as xyz, a README.md and provenance.json. Needs the qm extra.
+
+    Args:
+        cfg: the config (load_generation_config).
+        workers: processes (default cfg.workers, 0 = one per core).
+        in_process: run every work unit in this process.
+        progress: show a progress bar.
+        force: recompute everything, ignoring the cache.
+        log: called with progress messages.
+
+    Raises:
+        GenerationError: naming the frame when MD fragments, the SCF fails during MD, or too few frames remain.
+        MoleculeError: for an unusable starting molecule.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from tlgp_torch.generation import load_generation_config
+        >>> text = '''
+        ... [molecule]
+        ... system = "WATER"
+        ... source = "g2:H2O"
+        ... [sampling]
+        ... method = "normal_modes"
+        ... trajectories = 2
+        ... [split]
+        ... train = 4
+        ... validation = 2
+        ... [output]
+        ... dir = "data/{system}"
+        ... '''
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> path = pathlib.Path(tmp.name) / "water.toml"
+        >>> _ = path.write_text(text)
+        >>> cfg = load_generation_config(path)
+        >>> from tlgp_torch.generation.generate import generate
+        >>> report = generate(cfg, in_process=True)           # GFN2-xTB, about a second for water
+        >>> report.n_train, report.n_validation, report.alf["O1"]
+        (4, 2, [1, 2, 3])
+        >>> sorted(path.name for path in cfg.out_dir.glob("*_TRAINING_SET.csv"))
+        ['WATER_H2_TRAINING_SET.csv', 'WATER_H3_TRAINING_SET.csv', 'WATER_O1_TRAINING_SET.csv']
+        >>> generate(cfg, in_process=True).up_to_date           # a rerun finds everything cached
+        True
+        >>> tmp.cleanup()
     """
     t_start = time.perf_counter()
     out, system = cfg.out_dir, cfg.system

@@ -19,7 +19,23 @@ MIN_DISTANCE = 0.5  # angstrom; closer atoms are "overlapping"
 
 @dataclass
 class Molecule:
-    """Atoms of one molecule (or complex): atomic numbers, positions [N, 3] in angstrom, charge and uhf."""
+    """Atoms of one molecule (or complex): atomic numbers, positions [N, 3] in angstrom, charge and uhf.
+
+    Attributes:
+        numbers: N atomic numbers.
+        positions: numpy array [N, 3] in angstrom.
+        charge: total charge (e).
+        uhf: number of unpaired electrons.
+        source: where it came from (the config's source string).
+        notes: remarks made while preparing it.
+
+    Example:
+        >>> import numpy as np
+        >>> from tlgp_torch.generation import Molecule
+        >>> water = Molecule(numbers=[8, 1, 1], positions=np.zeros((3, 3)))
+        >>> water.symbols, water.atom_names
+        (['O', 'H', 'H'], ['O1', 'H2', 'H3'])
+    """
 
     numbers: list[int]
     positions: np.ndarray
@@ -50,7 +66,24 @@ def _numbers(symbols, where: str) -> list[int]:
 
 
 def check_geometry(numbers: list[int], positions, where: str = "geometry", min_distance: float = MIN_DISTANCE) -> None:
-    """Raise MoleculeError naming the atoms when two are closer than min_distance, or on non-finite values."""
+    """Raise MoleculeError naming the atoms when two are closer than min_distance, or on non-finite values.
+
+    Also raises for positions that are not [N, 3] and for fewer than 3 atoms (an ALF needs 3).
+
+    Args:
+        numbers: N atomic numbers.
+        positions: [N, 3] in angstrom.
+        where: what to call the geometry in the message.
+        min_distance: smallest allowed interatomic distance (angstrom).
+
+    Example:
+        >>> from tlgp_torch.generation import check_geometry
+        >>> check_geometry([8, 1, 1], [[0.0, 0.0, 0.12], [0.0, 0.76, -0.47], [0.0, -0.76, -0.47]])   # fine
+        >>> check_geometry([8, 1, 1], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.1], [1.0, 0.0, 0.0]], "water.xyz")
+        Traceback (most recent call last):
+        ...
+        tlgp_torch.generation.errors.MoleculeError: water.xyz: overlapping atoms O1 and H2 (0.100 angstrom apart, ...)
+    """
     pos = np.asarray(positions, dtype=np.float64)
     if pos.shape != (len(numbers), 3):
         raise MoleculeError(f"{where}: positions must be [{len(numbers)}, 3], got {pos.shape}")
@@ -67,7 +100,22 @@ def check_geometry(numbers: list[int], positions, where: str = "geometry", min_d
 
 
 def read_xyz(path: str | os.PathLike) -> tuple[list[int], np.ndarray]:
-    """(atomic numbers, positions in angstrom) of the first frame of an xyz file; errors name the line."""
+    r"""(atomic numbers, positions in angstrom) of the first frame of an xyz file; errors name the line.
+
+    Raises:
+        MoleculeError: naming the file and line for a missing file, a bad atom count, a short file, an unknown
+            element or bad coordinates.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from tlgp_torch.generation import read_xyz
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp) / "water.xyz"
+        ...     _ = path.write_text("3\nwater\nO 0 0 0.12\nH 0 0.76 -0.47\nH 0 -0.76 -0.47\n")
+        ...     numbers, positions = read_xyz(path)
+        >>> numbers, positions.shape
+        ([8, 1, 1], (3, 3))
+    """
     path = pathlib.Path(path)
     if not path.is_file():
         raise MoleculeError(f"xyz file not found: {path}")
@@ -121,7 +169,30 @@ def _from_collection(kind: str, name: str) -> tuple[list[int], np.ndarray]:
 
 def load_molecule(source: str, charge: int = 0, uhf: int = 0, seed: int = 0,
                   base: str | os.PathLike | None = None) -> Molecule:
-    """Molecule from 'g2:NAME', 's22:NAME', 'smiles:SMILES' or 'xyz:PATH' (a relative PATH resolves against base)."""
+    r"""Molecule from 'g2:NAME', 's22:NAME', 'smiles:SMILES' or 'xyz:PATH' (a relative PATH resolves against base).
+
+    g2 and s22 need ase, smiles needs rdkit (the qm extra); the geometry is checked with check_geometry.
+
+    Args:
+        source: where the geometry comes from (see above).
+        charge: total charge (e).
+        uhf: number of unpaired electrons.
+        seed: RDKit embedding seed (SMILES).
+        base: folder a relative xyz PATH resolves against.
+
+    Raises:
+        MoleculeError: for a bad source string, an unknown collection name (with close names), an unparsable
+            SMILES, a bad xyz file, elements beyond Rn or overlapping atoms.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from tlgp_torch.generation import load_molecule
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = (pathlib.Path(tmp) / "water.xyz").write_text("3\n\nO 0 0 0.12\nH 0 0.76 -0.47\nH 0 -0.76 -0.47\n")
+        ...     water = load_molecule("xyz:water.xyz", base=tmp)
+        >>> water.atom_names, water.positions.shape
+        (['O1', 'H2', 'H3'], (3, 3))
+    """
     kind, sep, arg = source.partition(":")
     kind = kind.strip().lower()
     if not sep or not arg.strip():

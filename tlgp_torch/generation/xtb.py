@@ -12,12 +12,30 @@ __all__ = ["GFN2", "QMSettings", "SCFError", "tblite_calculator"]
 
 
 class SCFError(RuntimeError):
-    """tblite failed on one geometry (SCF not converged, or a non-finite result)."""
+    """tblite failed on one geometry (SCF not converged, or a non-finite result).
+
+    Example:
+        >>> from tlgp_torch.generation import SCFError
+        >>> issubclass(SCFError, RuntimeError)
+        True
+    """
 
 
 @dataclass(frozen=True)
 class QMSettings:
-    """tblite settings; accuracy 0.01 makes atom-resolved energies reproducible to < 3e-7 Ha between runs."""
+    """tblite settings; accuracy 0.01 makes atom-resolved energies reproducible to < 3e-7 Ha between runs.
+
+    Attributes:
+        method: "GFN2-xTB", "GFN1-xTB" or "IPEA1-xTB".
+        accuracy: tblite's accuracy (smaller is tighter).
+        max_iterations: SCF iteration cap.
+        electronic_temperature: K.
+
+    Example:
+        >>> from tlgp_torch.generation import QMSettings
+        >>> QMSettings().method
+        'GFN2-xTB'
+    """
 
     method: str = "GFN2-xTB"
     accuracy: float = 0.01
@@ -26,7 +44,15 @@ class QMSettings:
 
 
 def tblite_calculator(qm: QMSettings, charge: int = 0, uhf: int = 0):
-    """tblite's ASE calculator with these settings (verbosity 0), for MD and optimisation."""
+    """tblite's ASE calculator with these settings (verbosity 0), for MD and optimisation.
+
+    Example:
+        >>> import ase
+        >>> atoms = ase.Atoms("OH2", positions=[[0.0, 0.0, 0.12], [0.0, 0.76, -0.47], [0.0, -0.76, -0.47]])
+        >>> atoms.calc = tblite_calculator(QMSettings())
+        >>> round(float(atoms.get_potential_energy()), 1)             # eV (-5.07 Ha)
+        -138.0
+    """
     tblite_ase = require("tblite.ase")
     return tblite_ase.TBLite(method=qm.method, charge=charge, multiplicity=uhf + 1, accuracy=qm.accuracy,
                              max_iterations=qm.max_iterations, electronic_temperature=qm.electronic_temperature,
@@ -34,7 +60,30 @@ def tblite_calculator(qm: QMSettings, charge: int = 0, uhf: int = 0):
 
 
 class GFN2:
-    """Fresh-start single points (no wavefunction reuse, so a label does not depend on the previous frame)."""
+    """Fresh-start single points (no wavefunction reuse, so a label does not depend on the previous frame).
+
+    Calling it with positions [N, 3] in angstrom gives a dict: energy (Ha), energies [N] (atom-resolved, Ha;
+    they sum to the energy), charges [N] (Mulliken, e) and gradient [N, 3] (Ha/bohr). Needs tblite.
+
+    Args:
+        numbers: N atomic numbers.
+        charge: total charge (e).
+        uhf: number of unpaired electrons.
+        qm: tblite settings.
+
+    Raises:
+        SCFError: (on call) when the SCF does not converge or the result is not finite.
+
+    Example:
+        >>> import numpy as np
+        >>> from tlgp_torch.generation import GFN2
+        >>> positions = np.array([[0.0, 0.0, 0.12], [0.0, 0.76, -0.47], [0.0, -0.76, -0.47]])   # water, angstrom
+        >>> labels = GFN2([8, 1, 1])(positions)
+        >>> round(labels["energy"], 2), labels["energies"].shape, labels["gradient"].shape
+        (-5.07, (3,), (3, 3))
+        >>> bool(abs(labels["energies"].sum() - labels["energy"]) < 1e-8)
+        True
+    """
 
     def __init__(self, numbers, charge: int = 0, uhf: int = 0, qm: QMSettings = QMSettings()) -> None:
         self.interface = require("tblite.interface")
@@ -56,7 +105,8 @@ class GFN2:
         return self._calc
 
     def __call__(self, positions) -> dict[str, np.ndarray | float]:
-        """Energy, atomic energies [N] (Ha), Mulliken charges [N] (e), gradient [N, 3] (Ha/bohr); positions in A."""
+        """Energy, atomic energies [N] (Ha), Mulliken charges [N] (e), gradient [N, 3] (Ha/bohr); positions in
+        angstrom [N, 3]."""
         bohr = np.ascontiguousarray(np.asarray(positions, dtype=np.float64) * ANGSTROM_TO_BOHR)
         try:
             res = self._calculator(bohr).singlepoint()

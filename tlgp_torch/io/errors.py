@@ -8,7 +8,24 @@ __all__ = ["DataFormatError"]
 
 
 class DataFormatError(ValueError):
-    """A data file is malformed; carries the path, 1-based line number and column name when known."""
+    """A data file is malformed; carries the path, 1-based line number and column name when known.
+
+    A ValueError whose message starts with where the problem is: "path, line L, column 'C': message".
+
+    Args:
+        message: what is wrong and what was expected.
+        path: the file.
+        line: 1-based line number (the header of a CSV is line 1).
+        column: column (CSV) name.
+
+    Example:
+        >>> from tlgp_torch.io import DataFormatError
+        >>> err = DataFormatError("expected a number, got 'abc'", "WATER_O1_TRAINING_SET.csv", 3, "f2")
+        >>> str(err)
+        "WATER_O1_TRAINING_SET.csv, line 3, column 'f2': expected a number, got 'abc'"
+        >>> isinstance(err, ValueError), err.line
+        (True, 3)
+    """
 
     def __init__(
         self,

@@ -1,4 +1,36 @@
-"""Read, write and evaluate FEREBUS v7 `.model` files (the GPR models FFLUX / DL_FFLUX load)."""
+"""Read, write and evaluate FEREBUS v7 `.model` files (the GPR models FFLUX / DL_FFLUX load).
+
+A .model file is plain text: `# key value` metadata comment lines (program, version, nugget, likelihood, ...),
+then the sections [system] (name, atom, property, ALF i j k with 1-based atom indices), [dimensions]
+(number_of_atoms, number_of_features, number_of_training_points), [mean] (type constant, value), [kernels]
+(number_of_kernels 1, composition k1, prefactor), [kernel.k1] (type rbf | rbf-cyclic, number_of_dimensions,
+active_dimensions 1..D, theta), [training_data] (units.x, units.y, scaling.x/y none), [training_data.x] (one row
+of D features per point), [training_data.y] and [weights] (one value per point). Numbers may use Fortran
+exponents (1.0D-3). The model predicts
+
+    y(x) = mean + prefactor * sum_i w_i exp(-sum_d theta_d delta_d^2),
+
+with delta_d wrapped into [-pi, pi] on features 3, 6, 9, ... for rbf-cyclic; x in bohr / radians, y in Hartree
+for energies. The writer adds what the FFLUX engine's reader needs and FEREBUS 7.2.0 omits: the `prefactor`
+line and a `# end` line after [weights].
+
+Example:
+    >>> import pathlib, tempfile, torch
+    >>> from tlgp_torch.io import FerebusModel, ferebus_model_filename, read_ferebus_model, write_ferebus_model
+    >>> x = torch.tensor([[1.80, 1.81, 1.82], [1.90, 1.70, 1.80]], dtype=torch.float64)
+    >>> model = FerebusModel(system="WATER", atom="O1", property="iqa", alf=(1, 2, 3), n_atoms=3,
+    ...                      kernel_type="rbf-cyclic", theta=torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64),
+    ...                      mean=-75.0, x=x, y=torch.tensor([-75.4, -75.3], dtype=torch.float64),
+    ...                      weights=torch.tensor([0.1, -0.2], dtype=torch.float64))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = write_ferebus_model(model, pathlib.Path(tmp) / ferebus_model_filename("WATER", "iqa", "O1"))
+    ...     lines = path.read_text().splitlines()
+    ...     back = read_ferebus_model(path)
+    >>> path.name, lines[-1]
+    ('WATER_iqa_O1.model', '# end')
+    >>> torch.equal(back.weights, model.weights), back.alf
+    (True, (1, 2, 3))
+"""
 
 from __future__ import annotations
 
@@ -25,18 +57,64 @@ _META = re.compile(r"([^\s=]+)\s*(?:=\s*|\s+)(\S.*)")  # "# key value" or "# key
 
 
 def ferebus_model_filename(system: str, property: str, atom: str) -> str:
-    """FFLUX model file name {SYSTEM}_{property}_{ATOM}.model (underscores removed from the system)."""
+    """FFLUX model file name {SYSTEM}_{property}_{ATOM}.model (underscores removed from the system).
+
+    Example:
+        >>> from tlgp_torch.io import ferebus_model_filename
+        >>> ferebus_model_filename("N_METHYL_ACETAMIDE", "q00", "C1")
+        'NMETHYLACETAMIDE_q00_C1.model'
+    """
     return f"{system.replace('_', '')}_{property}_{atom}.model"
 
 
 def default_units_x(n_features: int) -> list[str]:
-    """ALF feature units: radians at 1-based indices 3, 6, 9, ... and 5, 8, 11, ... (angles), else bohr."""
+    """ALF feature units: radians at 1-based indices 3, 6, 9, ... and 5, 8, 11, ... (angles), else bohr.
+
+    Example:
+        >>> default_units_x(6)
+        ['bohr', 'bohr', 'radians', 'bohr', 'radians', 'radians']
+    """
     return ["radians" if k == 3 or (k > 3 and k % 3 != 1) else "bohr" for k in range(1, n_features + 1)]
 
 
 @dataclass
 class FerebusModel:
-    """One FFLUX GPR model: y(x) = mean + prefactor * sum_i w_i exp(-sum_d theta_d delta_d^2)."""
+    """One FFLUX GPR model: y(x) = mean + prefactor * sum_i w_i exp(-sum_d theta_d delta_d^2).
+
+    delta_d = x_d - x_i,d, wrapped into [-pi, pi] on features 3, 6, 9, ... when kernel_type is "rbf-cyclic".
+
+    Attributes:
+        system: system name (one word, e.g. "WATER").
+        atom: atom name, element symbol + 1-based index (e.g. "O1").
+        property: property name (iqa, q00, q10, ...).
+        alf: 1-based atom indices (C, X, P) of the atomic local frame.
+        n_atoms: atoms in the molecule.
+        kernel_type: "rbf" or "rbf-cyclic".
+        theta: inverse squared length scales [D] (bohr^-2 / rad^-2).
+        mean: constant mean (y units).
+        x: training features [N, D] (bohr / radians).
+        y: training targets [N] (Hartree for energies; FFLUX does not read them).
+        weights: w [N] = R^-1 (y - mean 1).
+        nugget: nugget of R (metadata only), or None.
+        likelihood: log-likelihood of the fit (metadata only), or None.
+        metadata: other `# key value` metadata lines.
+        units_x: unit of each feature (default from the ALF layout: bohr / radians).
+        units_y: unit of y ("Ha" by default).
+        prefactor: factor on the kernel sum (1.0; the FFLUX reader needs the line).
+
+    Raises:
+        ValueError: for an ALF without 3 atoms, an unknown kernel_type or inconsistent shapes.
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.io import FerebusModel
+        >>> model = FerebusModel(system="WATER", atom="O1", property="iqa", alf=(1, 2, 3), n_atoms=3,
+        ...                      kernel_type="rbf", theta=torch.ones(3, dtype=torch.float64), mean=-75.0,
+        ...                      x=torch.zeros(1, 3, dtype=torch.float64), y=torch.zeros(1, dtype=torch.float64),
+        ...                      weights=torch.tensor([2.0], dtype=torch.float64))
+        >>> model.predict(torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64))
+        tensor([-73.0000, -74.2642], dtype=torch.float64)
+    """
 
     system: str
     atom: str
@@ -82,7 +160,15 @@ class FerebusModel:
         return self.x.shape[0]
 
     def predict(self, x: torch.Tensor, chunk_elements: int = 1 << 23) -> torch.Tensor:
-        """Predicted property [M] at points x [M, D], in chunks over M to bound memory."""
+        """Predicted property [M] at points x [M, D] (bohr / radians), in chunks over M to bound memory.
+
+        Args:
+            x: points [M, D].
+            chunk_elements: bound on the elements of one [m, N, D] difference tensor.
+
+        Raises:
+            ValueError: unless x is [M, D].
+        """
         x = torch.as_tensor(x, dtype=self.x.dtype, device=self.x.device)
         if x.dim() != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"x must be [M, {self.n_features}], got {tuple(x.shape)}")
@@ -108,7 +194,64 @@ def _number(token: str, path: pathlib.Path, line: int | None) -> float:
 
 
 def read_ferebus_model(path: str | os.PathLike) -> FerebusModel:
-    """Parse a FEREBUS v7 .model file (Fortran-style numbers, optional [kernels] prefactor line)."""
+    """Parse a FEREBUS v7 .model file (Fortran-style numbers, optional [kernels] prefactor line).
+
+    Args:
+        path: the .model file (format in the module docstring).
+
+    Returns:
+        A FerebusModel; the `# nugget` and `# likelihood` metadata become its nugget and likelihood.
+
+    Raises:
+        FileNotFoundError: when path does not exist.
+        DataFormatError: naming the line of the first problem: unknown, repeated or missing section, missing key,
+            a value that is not a number, a row with the wrong number of features, counts that disagree with
+            [dimensions], or an unsupported mean / kernel / scaling.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from tlgp_torch.io import read_ferebus_model
+        >>> text = '''# [metadata]
+        ... # program FEREBUS
+        ... # nugget 1.0D-10
+        ... [system]
+        ... name WATER
+        ... atom O1
+        ... property iqa
+        ... ALF 1 2 3
+        ... [dimensions]
+        ... number_of_atoms 3
+        ... number_of_features 3
+        ... number_of_training_points 2
+        ... [mean]
+        ... type constant
+        ... value -7.5D+01
+        ... [kernels]
+        ... number_of_kernels 1
+        ... composition k1
+        ... [kernel.k1]
+        ... type rbf-cyclic
+        ... number_of_dimensions 3
+        ... active_dimensions 1 2 3
+        ... theta 1.0 2.0 0.5
+        ... [training_data]
+        ... [training_data.x]
+        ... 1.80 1.81 1.82
+        ... 1.90 1.70 1.80
+        ... [training_data.y]
+        ... -75.4
+        ... -75.3
+        ... [weights]
+        ... 0.1
+        ... -0.2
+        ... '''
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp) / "WATER_iqa_O1.model"
+        ...     _ = path.write_text(text)
+        ...     model = read_ferebus_model(path)
+        >>> model.alf, model.kernel_type, model.mean, model.nugget, model.prefactor, tuple(model.x.shape)
+        ((1, 2, 3), 'rbf-cyclic', -75.0, 1e-10, 1.0, (2, 3))
+    """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"FEREBUS model file not found: {path}")
@@ -223,7 +366,34 @@ def _fmt(value: float) -> str:
 def write_ferebus_model(
     model: FerebusModel, path: str | os.PathLike, program: str = "tlgp_torch", version: str | None = None
 ) -> pathlib.Path:
-    """Write a .model file FFLUX can read (prefactor line, '# end' trailer), round-trip exact."""
+    """Write a .model file FFLUX can read (prefactor line, '# end' trailer), round-trip exact.
+
+    Numbers are written with repr (shortest round-trip form), so read_ferebus_model gives back the same bits.
+
+    Args:
+        model: the model; system, atom and property must be single words.
+        path: destination file (written atomically); name it with ferebus_model_filename for FFLUX.
+        program: the `# program` metadata line.
+        version: the `# version` metadata line (default: this package's version; "" omits the line).
+
+    Returns:
+        path as a pathlib.Path.
+
+    Raises:
+        ValueError: when system, atom or property is empty or contains whitespace.
+
+    Example:
+        >>> import pathlib, tempfile, torch
+        >>> from tlgp_torch.io import FerebusModel, write_ferebus_model
+        >>> model = FerebusModel(system="WATER", atom="O1", property="iqa", alf=(1, 2, 3), n_atoms=3,
+        ...                      kernel_type="rbf", theta=torch.ones(3, dtype=torch.float64), mean=-75.0,
+        ...                      x=torch.zeros(1, 3, dtype=torch.float64), y=torch.zeros(1, dtype=torch.float64),
+        ...                      weights=torch.tensor([2.0], dtype=torch.float64))
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     text = write_ferebus_model(model, pathlib.Path(tmp) / "WATER_iqa_O1.model").read_text()
+        >>> [line for line in text.splitlines() if line.startswith(("ALF", "prefactor", "theta"))]
+        ['ALF 1 2 3', 'prefactor 1.0', 'theta 1.0 1.0 1.0']
+    """
     for name in ("system", "atom", "property"):
         if not getattr(model, name) or any(c.isspace() for c in getattr(model, name)):
             raise ValueError(f"model.{name} must be one non-empty word, got {getattr(model, name)!r}")

@@ -1,4 +1,21 @@
-"""Read and write ICHOR / FEREBUS training-set CSV files ({SYSTEM}_{ATOM}_TRAINING_SET.csv)."""
+r"""Read and write ICHOR / FEREBUS training-set CSV files ({SYSTEM}_{ATOM}_TRAINING_SET.csv).
+
+The format: a header row, then one row per conformation. Columns named f1, f2, ... are the ALF features
+(bohr for distances, radians for angles; see `tlgp_torch.features.alf_features`); every other named column is
+an output property (iqa in Hartree, q00 in e, multipoles q10 ... q44s in atomic units), in any order; an
+unnamed column is a row index and is ignored. Blank lines are skipped.
+
+Example:
+    >>> import pathlib, tempfile
+    >>> from tlgp_torch.io import read_ichor_csv
+    >>> text = ",f1,f2,f3,iqa,q00\n0,1.80,1.81,1.82,-75.4,-1.1\n1,1.90,1.70,1.80,-75.3,-1.0\n"
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = pathlib.Path(tmp) / "WATER_O1_TRAINING_SET.csv"
+    ...     _ = path.write_text(text)
+    ...     data = read_ichor_csv(path)
+    >>> data.system, data.atom, tuple(data.x.shape), data.property_names
+    ('WATER', 'O1', (2, 3), ['iqa', 'q00'])
+"""
 
 from __future__ import annotations
 
@@ -22,7 +39,13 @@ _SET_NAME = re.compile(r"([^_]+)_([A-Za-z]{1,2}\d+)_(?:TRAINING|VALIDATION)_SET\
 
 
 def parse_set_filename(path: str | os.PathLike) -> tuple[str | None, str | None]:
-    """(system, atom) from a name like GLYCINE_C1_TRAINING_SET.csv, else (None, None)."""
+    """(system, atom) from a name like GLYCINE_C1_TRAINING_SET.csv, else (None, None).
+
+    Example:
+        >>> from tlgp_torch.io import parse_set_filename
+        >>> parse_set_filename("data/GLYCINE_C1_VALIDATION_SET.csv"), parse_set_filename("glycine.csv")
+        (('GLYCINE', 'C1'), (None, None))
+    """
     m = _SET_NAME.fullmatch(pathlib.Path(path).name)
     return (m.group(1), m.group(2)) if m else (None, None)
 
@@ -60,7 +83,36 @@ def _to_float(raw: np.ndarray, lines: np.ndarray, names: list[str], path: pathli
 
 
 def read_ichor_csv(path: str | os.PathLike, properties: list[str] | None = None) -> AtomDataset:
-    """Read an ICHOR CSV: features f1..fD (sorted numerically) and properties (file order, requested, or [] = none)."""
+    r"""Read an ICHOR CSV: features f1..fD (sorted numerically) and properties (file order, requested, or [] = none).
+
+    Args:
+        path: the CSV file; system and atom are parsed from its name when it has the ICHOR form.
+        properties: property columns to keep, in this order; None keeps all in file order, [] none.
+
+    Returns:
+        An AtomDataset with x [N, D] and y [N, P] in float64, in file units (bohr / radians, Hartree, e, au),
+        and the FFLUX cyclic mask (features 3, 6, 9, ...).
+
+    Raises:
+        FileNotFoundError: when path does not exist (the message lists CSVs in its folder).
+        DataFormatError: naming the line and column of the first bad cell (empty, not a number, NaN / inf), a
+            duplicate or missing column (f1..fD must all be present), a missing requested property, or a file
+            without data rows.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from tlgp_torch.io import DataFormatError, read_ichor_csv
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp) / "WATER_O1_TRAINING_SET.csv"
+        ...     _ = path.write_text("f2,f1,iqa,q00\n1.81,1.80,-75.4,-1.1\n1.70,1.90,abc,-1.0\n")
+        ...     read_ichor_csv(path, properties=["q00"]).x.tolist()       # f1 first, whatever the file order
+        ...     try:
+        ...         read_ichor_csv(path)
+        ...     except DataFormatError as err:
+        ...         print(err.line, err.column, err.message)
+        [[1.8, 1.81], [1.9, 1.7]]
+        3 iqa expected a number, got 'abc'
+    """
     path = pathlib.Path(path)
     if not path.is_file():
         raise _missing_file(path)
@@ -122,7 +174,28 @@ def read_ichor_csv(path: str | os.PathLike, properties: list[str] | None = None)
 def read_validation_set(
     path: str | os.PathLike, like: AtomDataset | None = None, properties: list[str] | None = None
 ) -> AtomDataset:
-    """Read a validation CSV (all or the requested properties); with `like`, check the feature count matches."""
+    r"""Read a validation CSV (all or the requested properties); with `like`, check the feature count matches.
+
+    Args:
+        path: the validation CSV.
+        like: the training set it validates (only its feature count is checked).
+        properties: as read_ichor_csv.
+
+    Returns:
+        An AtomDataset.
+
+    Raises:
+        DataFormatError: as read_ichor_csv, or when the feature counts differ.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from tlgp_torch.io import read_validation_set
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp) / "WATER_O1_VALIDATION_SET.csv"
+        ...     _ = path.write_text("f1,f2,f3,iqa\n1.8,1.8,1.9,-75.4\n")
+        ...     read_validation_set(path).n_points
+        1
+    """
     data = read_ichor_csv(path, properties)
     if like is not None and data.n_features != like.n_features:
         raise DataFormatError(
@@ -132,7 +205,31 @@ def read_validation_set(
 
 
 def write_ichor_csv(dataset: AtomDataset, path: str | os.PathLike, index: bool = True) -> pathlib.Path:
-    """Write an ICHOR CSV (optional unnamed index column, f1..fD, properties) that reads back bit-identical."""
+    """Write an ICHOR CSV (optional unnamed index column, f1..fD, properties) that reads back bit-identical.
+
+    Args:
+        dataset: the data; values are written with repr (shortest round-trip form).
+        path: destination file (written atomically).
+        index: write an unnamed index column first, as ICHOR does.
+
+    Returns:
+        path as a pathlib.Path.
+
+    Raises:
+        ValueError: when the data contain NaN or inf.
+
+    Example:
+        >>> import pathlib, tempfile, torch
+        >>> from tlgp_torch.data import AtomDataset
+        >>> from tlgp_torch.io import read_ichor_csv, write_ichor_csv
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> data = AtomDataset(x=torch.rand(4, 3, dtype=torch.float64, generator=gen),
+        ...                    y=torch.rand(4, 1, dtype=torch.float64, generator=gen), property_names=["iqa"])
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     back = read_ichor_csv(write_ichor_csv(data, pathlib.Path(tmp) / "WATER_O1_TRAINING_SET.csv"))
+        >>> torch.equal(back.x, data.x) and torch.equal(back.y, data.y)
+        True
+    """
     values = torch.cat([dataset.x, dataset.y], dim=1).detach().cpu().to(torch.float64)
     if not torch.isfinite(values).all():
         raise ValueError("dataset contains NaN or inf; the ICHOR reader would reject the file")

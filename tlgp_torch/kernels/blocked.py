@@ -15,8 +15,35 @@ from tlgp_torch.kernels.formula import (
 
 
 class BlockedKernelOperator(LinearOperator):
-    """The FFLUX kernel of x [N, D] as a linear operator that stores no N x N matrix: products and their
-    log-theta derivatives recompute it block_rows rows at a time (memory O(N block_rows))."""
+    """The FFLUX kernel K_ij = exp(-sum_d theta_d Delta_ij,d^2) of x [N, D] as a linear_operator LinearOperator
+    that stores no N x N matrix: products and their log-theta derivatives recompute it block_rows rows at a time
+    (memory O(N block_rows)).
+
+    It plugs into linear_operator's CG / Lanczos solves (`add_diagonal`, `solve`, `inv_quad_logdet`); gradients
+    reach log_theta through the derivative d(u^T K v)/d log theta_d = -theta_d sum_ij u_i v_j K_ij Delta_ij,d^2.
+
+    Args:
+        x: points [N, D] (bohr / radians).
+        log_theta: log theta [D] (theta = 1 / (2 l^2)); may require grad.
+        cyclic: 0-based indices of the periodic features (differences wrapped into [-pi, pi]).
+        block_rows: rows per recomputed block (default `block_rows_for(x)`).
+
+    Raises:
+        ValueError: unless x is [N, D] and log_theta is [D].
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.kernels import BlockedKernelOperator, rbf_matrix
+        >>> x = torch.rand(8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> log_theta = torch.zeros(3, dtype=torch.float64)
+        >>> K = BlockedKernelOperator(x, log_theta, cyclic=(2,), block_rows=3)
+        >>> K.shape
+        torch.Size([8, 8])
+        >>> v = torch.ones(8, 1, dtype=torch.float64)
+        >>> dense = rbf_matrix(x, x, log_theta.exp(), torch.tensor([False, False, True]))
+        >>> bool(torch.allclose(K @ v, dense @ v))
+        True
+    """
 
     def __init__(self, x: torch.Tensor, log_theta: torch.Tensor, cyclic: tuple[int, ...] = (),
                  block_rows: int | None = None):

@@ -3,8 +3,8 @@
 gpytorch's CG + Lanczos only needs kernel matrix products. With pykeops installed, CyclicRBFKeOpsKernel gives
 them without ever storing the N x N kernel (nor the autograd buffers of its hyperparameter gradient): what is
 left grows as N (CG vectors, the rows the pivoted Cholesky picks landmarks from, and the N x rank Nystroem
-block of the preconditioner). Periodic features use the wrapped difference delta - 2 pi floor((delta + pi) / 2 pi), which squares
-to FEREBUS's wrap_angle(delta)^2.
+block of the preconditioner). Periodic features use the wrapped difference
+delta - 2 pi floor((delta + pi) / 2 pi), which squares to FEREBUS's wrap_angle(delta)^2.
 """
 from __future__ import annotations
 
@@ -24,7 +24,13 @@ DENSE_BELOW_ROWS = 64  # kernel blocks with fewer rows or columns are computed d
 
 
 def keops_available() -> bool:
-    """True when pykeops imports (its compiler is only exercised at the first kernel product)."""
+    """True when pykeops imports (its compiler is only exercised at the first kernel product).
+
+    Example:
+        >>> from tlgp_torch.kernels.keops import keops_available
+        >>> keops_available() in (True, False)
+        True
+    """
     try:
         import pykeops  # noqa: F401
         from pykeops.torch import LazyTensor  # noqa: F401
@@ -52,7 +58,22 @@ def _covar_func(x1: torch.Tensor, x2: torch.Tensor, inv_l: torch.Tensor, periodi
 
 class CyclicRBFKeOpsKernel(KeOpsKernel, CyclicRBFKernel):
     """CyclicRBFKernel whose full kernel matrices are KeOps symbolic operators (matrix products without N x N
-    storage) once gpytorch runs iteratively (N >= max_cholesky_size); dense, like CyclicRBFKernel, otherwise."""
+    storage) once gpytorch runs iteratively (N >= max_cholesky_size); dense, like CyclicRBFKernel, otherwise.
+
+    Same formula and arguments as CyclicRBFKernel: k(x, x') = exp(-1/2 sum_d (delta_d / l_d)^2), delta_d wrapped
+    into [-pi, pi] on the cyclic features.
+
+    Raises:
+        ImportError: when pykeops is not installed (extra `keops`).
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.kernels.keops import CyclicRBFKeOpsKernel
+        >>> kernel = CyclicRBFKeOpsKernel(cyclic=torch.tensor([False, True]), ard_num_dims=2).double()
+        >>> x = torch.rand(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> kernel(x).to_dense().shape          # small N: computed densely, no KeOps compilation
+        torch.Size([5, 5])
+    """
 
     def __init__(self, cyclic: torch.Tensor | None = None, **kwargs):
         if not keops_available():
@@ -62,6 +83,8 @@ class CyclicRBFKeOpsKernel(KeOpsKernel, CyclicRBFKernel):
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False, last_dim_is_batch: bool = False,
                 **params):
+        """k(x1, x2) as a KeOps-backed KernelLinearOperator [..., n, m] when gpytorch runs iteratively and both
+        sides are large; otherwise CyclicRBFKernel's dense result (and always for diag / last_dim_is_batch)."""
         if diag or last_dim_is_batch or not _use_keops(x1, x2):
             return super().forward(x1, x2, diag=diag, last_dim_is_batch=last_dim_is_batch, **params)
         periodic = self.cyclic if self.cyclic.numel() else torch.zeros(x1.shape[-1], dtype=torch.bool,

@@ -42,8 +42,36 @@ class _LeanKernelMatrix(torch.autograd.Function):
 
 def lean_kernel_matrix(log_theta: torch.Tensor, x: torch.Tensor, cyclic: torch.Tensor | None = None,
                        block_rows: int | None = None) -> torch.Tensor:
-    """FFLUX kernel exp(-sum_d theta_d Delta_d^2) of x [N, D] with itself, differentiable in log theta [D]; its
-    autograd graph holds only the returned [N, N] matrix (temporaries are block_rows x N)."""
+    """FFLUX kernel K_ij = exp(-sum_d theta_d Delta_ij,d^2) of x [N, D] with itself, differentiable in log theta;
+    its autograd graph holds only the returned [N, N] matrix (temporaries are block_rows x N).
+
+    The backward pass gives dL/d log theta_d = -theta_d sum_ij G_ij K_ij Delta_ij,d^2 for the incoming gradient
+    G = dL/dK, contracted row block by row block (Delta wrapped on the periodic features).
+
+    Args:
+        log_theta: log theta [D] (theta = 1 / (2 l^2), bohr^-2 or rad^-2).
+        x: points [N, D] (bohr / radians).
+        cyclic: bool mask [D] of the periodic features, or None.
+        block_rows: rows per block (default `block_rows_for(x)`: about 16 MB per temporary on the CPU).
+
+    Returns:
+        K [N, N], the same values as `rbf_matrix(x, x, log_theta.exp(), cyclic)`.
+
+    Raises:
+        ValueError: unless x is [N, D] and log_theta is [D].
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.kernels import lean_kernel_matrix, rbf_matrix
+        >>> x = torch.rand(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> log_theta = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+        >>> K = lean_kernel_matrix(log_theta, x, block_rows=2)
+        >>> K.sum().backward()
+        >>> u = log_theta.detach().requires_grad_()
+        >>> rbf_matrix(x, x, u.exp()).sum().backward()        # plain autograd gives the same gradient
+        >>> bool(torch.allclose(log_theta.grad, u.grad))
+        True
+    """
     check_kernel_inputs(x, log_theta)
     cyc = cyclic if cyclic is not None and cyclic.numel() and bool(cyclic.any()) else None
     return _LeanKernelMatrix.apply(log_theta, x, cyc, block_rows or block_rows_for(x))

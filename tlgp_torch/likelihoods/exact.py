@@ -1,9 +1,29 @@
-"""FFLUX marginal and concentrated log-likelihoods, batched, with the analytic ARD gradient.
+r"""FFLUX marginal and concentrated log-likelihoods, batched, with the analytic ARD gradient.
 
-Parameters are u = log(theta) per feature (theta = 1 / (2 l^2)), plus log(nugget) when the nugget
-is learned. The gradient is 1/2 tr((a a^T / s - R^-1) dR/du): R^-1 comes from one
-cholesky_inverse and the contraction with dR/du_d = -theta_d K o Delta_d^2 is done with matmuls,
-which is several times cheaper than autograd through the Cholesky.
+For n training points with targets y and R = K + nugget I (K_ij = exp(-sum_d theta_d Delta_ij,d^2)):
+
+.. math::
+
+    marginal:      mu = mean(y),   ll = -1/2 (y - mu 1)^T R^-1 (y - mu 1) - 1/2 log|R| - n/2 log(2 pi)
+    concentrated:  mu = 1^T R^-1 y / 1^T R^-1 1   (the GLS mean),
+                   sigma^2 = (y - mu 1)^T R^-1 (y - mu 1) / n,
+                   ll = -n/2 log(sigma^2) - 1/2 log|R|
+
+The concentrated form profiles out the mean and the process variance, so it is scale-free; it is what FEREBUS
+maximises. Parameters are u = log(theta) per feature (theta = 1 / (2 l^2)), plus log(nugget) when the nugget
+is learned. The gradient is 1/2 tr((a a^T / s - R^-1) dR/du) with a = R^-1 (y - mu 1) and s = sigma^2 (1 for
+the marginal form): R^-1 comes from one cholesky_inverse and the contraction with
+dR/du_d = -theta_d K o Delta_d^2 is done with matmuls, which is several times cheaper than autograd through
+the Cholesky.
+
+Example:
+    >>> import torch
+    >>> from tlgp_torch.likelihoods import fflux_log_likelihood
+    >>> x = torch.rand(20, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    >>> y = torch.sin(3 * x).sum(-1)
+    >>> ll = fflux_log_likelihood(x, y, theta=torch.ones(2, dtype=torch.float64), nugget=1e-6)
+    >>> ll > 0      # a smooth function: R^-1 (y - mu) is small, so sigma^2 << 1
+    True
 """
 from __future__ import annotations
 
@@ -29,12 +49,34 @@ LEAN_MIN_N = 4096  # from this N on, members are evaluated in one n x n buffer (
 
 
 class NumericalWarning(RuntimeWarning):
-    """A kernel matrix needed more jitter than its nugget to factorise."""
+    """A kernel matrix needed more jitter than its nugget to factorise (a RuntimeWarning)."""
 
 
 @dataclass
 class Evaluation:
-    """One batched evaluation: ll [b] (-inf where failed), grad [b, P] or None, mean, sigma^2, nugget used, masks."""
+    """One batched evaluation of FFLUXLikelihood for b members (parameter rows).
+
+    Attributes:
+        ll: log-likelihood [b] of the likelihood's kind (-inf where the member failed).
+        grad: d ll / d params [b, P] (P = D log-thetas, + 1 log-nugget if learned), or None when grad=False;
+            zero rows for failed members. ll is maximised: optimisers minimise -ll.
+        mean: the constant mean [b] in y units: the GLS mean (concentrated) or mean(y) (marginal).
+        sigma2: process variance [b] in y units squared: (y - mu 1)^T R^-1 (y - mu 1) / n.
+        nugget: nugget [b] each member ended with (larger than asked where jitter was needed).
+        jittered: bool [b], True where the nugget was raised to factorise R.
+        failed: bool [b], True where no factor was found up to max_jitter.
+        ll_concentrated: concentrated ll [b], whatever the kind.
+        ll_marginal: marginal ll [b], whatever the kind.
+        mean_gls: the GLS mean [b], whatever the kind.
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.likelihoods import FFLUXLikelihood
+        >>> x = torch.rand(12, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> ev = FFLUXLikelihood(x, x.sum(-1), nugget=1e-6)(torch.zeros(3, 2, dtype=torch.float64))
+        >>> ev.ll.shape, ev.grad.shape, ev.failed.tolist()
+        (torch.Size([3]), torch.Size([3, 2]), [False, False, False])
+    """
 
     ll: torch.Tensor
     grad: torch.Tensor | None
@@ -51,10 +93,47 @@ class Evaluation:
 class FFLUXLikelihood:
     """Batched FFLUX log-likelihood of one or more data sets (groups) with an analytic gradient.
 
-    x: [N, D] or [G, N, D]; y: [N] or [G, N]; member_group maps batch members to groups (default: all 0).
-    lean: evaluate each member in a single n x n buffer (kernel, Cholesky factor and inverse in place, the gradient
-    contracted row block by row block with the kernel recomputed), about a quarter of the default path's memory;
-    None (default) turns it on from LEAN_MIN_N points.
+    Calling it with parameters [b, P] (rows of log theta, + log nugget when learned) evaluates b independent
+    models at once and returns an `Evaluation`: the concentrated or marginal ll (see the module docstring) and
+    d ll / d params. A member whose R = K + nugget I does not factorise gets its nugget raised tenfold until it
+    does (jittered) or passes max_jitter (failed: ll = -inf).
+
+    Args:
+        x: features [N, D] or, for G data sets of the same size, [G, N, D] (bohr / radians).
+        y: targets [N] or [G, N] (any units; the concentrated ll does not depend on their scale).
+        cyclic: bool mask [D] of the periodic features (wrapped differences), or None.
+        kind: "concentrated" (FEREBUS's objective) or "marginal".
+        nugget: fixed nugget added to the diagonal of K (the initial one when learn_nugget).
+        learn_nugget: optimise log(nugget) as parameter P = D + 1.
+        max_jitter: largest nugget tried before a member counts as failed.
+        cache_bytes: cache the theta-independent wrap corrections of the periodic features when they take at
+            most this many bytes.
+        lean: evaluate each member in a single n x n buffer (kernel, Cholesky factor and inverse in place, the
+            gradient contracted row block by row block with the kernel recomputed), about a quarter of the
+            default path's memory; None (default) turns it on from LEAN_MIN_N points.
+
+    Raises:
+        ValueError: for an unknown kind, mismatched shapes of x, y or cyclic, non-finite data or a nugget <= 0.
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.kernels import rbf_matrix
+        >>> from tlgp_torch.likelihoods import FFLUXLikelihood
+        >>> x = torch.rand(20, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> y = torch.sin(3 * x).sum(-1)
+        >>> lik = FFLUXLikelihood(x, y, kind="concentrated", nugget=1e-6)
+        >>> params = torch.tensor([[0.0, 0.0], [1.0, -1.0]], dtype=torch.float64)   # log theta, 2 members
+        >>> ev = lik(params)
+        >>> ev.ll.shape, ev.grad.shape
+        (torch.Size([2]), torch.Size([2, 2]))
+        >>> # the concentrated formula written out for member 0 (theta = 1)
+        >>> R = rbf_matrix(x, x, torch.ones(2, dtype=torch.float64)) + 1e-6 * torch.eye(20, dtype=torch.float64)
+        >>> one = torch.ones(20, dtype=torch.float64)
+        >>> mu = (one @ torch.linalg.solve(R, y)) / (one @ torch.linalg.solve(R, one))
+        >>> sigma2 = (y - mu) @ torch.linalg.solve(R, y - mu) / 20
+        >>> ll = -10 * sigma2.log() - 0.5 * torch.logdet(R)
+        >>> bool(torch.isclose(ev.ll[0], ll)), bool(torch.isclose(ev.mean[0], mu))
+        (True, True)
     """
 
     def __init__(
@@ -110,11 +189,11 @@ class FFLUXLikelihood:
 
     @property
     def n_params(self) -> int:
-        """Number of optimised parameters: D log-thetas (+ 1 log-nugget if learned)."""
+        """Number of optimised parameters P: D log-thetas (+ 1 log-nugget if learned)."""
         return self.d + int(self.learn_nugget)
 
     def split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Split [b, P] parameters into theta [b, D] and nugget [b]."""
+        """Split [b, P] parameters (log scale) into theta [b, D] and nugget [b]."""
         theta = params[:, : self.d].exp()
         if self.learn_nugget:
             nug = params[:, self.d].exp()
@@ -135,7 +214,18 @@ class FFLUXLikelihood:
 
     def __call__(self, params: torch.Tensor, members: torch.Tensor | None = None, grad: bool = True,
                  member_group: torch.Tensor | None = None) -> Evaluation:
-        """Evaluate ll (and its gradient w.r.t. params) for params [b, P]; groups from member_group[members]."""
+        """Evaluate ll and its gradient at params [b, P] (log theta, + log nugget when learned).
+
+        Args:
+            params: parameter rows [b, P].
+            members: indices [b] of the members being evaluated (an optimiser passes its active members).
+            grad: compute d ll / d params.
+            member_group: data-set index [B] of every member of the whole batch; member i uses
+                x[member_group[members[i]]] (default: all use group 0).
+
+        Returns:
+            An Evaluation with [b] entries.
+        """
         params = params.to(self.x)
         b = params.shape[0]
         if member_group is None:
@@ -313,7 +403,36 @@ def fflux_log_likelihood(
     nugget: float = 1e-10,
     cyclic: torch.Tensor | None = None,
 ) -> float:
-    """FFLUX log-likelihood of one model with the given theta [D] (for checks against FEREBUS files)."""
+    """FFLUX log-likelihood of one model with the given theta (for checks against FEREBUS files).
+
+    Args:
+        x: features [N, D] (bohr / radians).
+        y: targets [N].
+        theta: inverse squared length scales [D] (theta = 1 / (2 l^2)), as in a .model file.
+        kind: "concentrated" or "marginal" (formulas in the module docstring).
+        nugget: nugget on the diagonal; no jitter is added beyond it.
+        cyclic: bool mask [D] of the periodic features, or None.
+
+    Returns:
+        The log-likelihood (a float; -inf when R is not positive definite at this nugget).
+
+    Warns:
+        NumericalWarning: when R does not factorise at the given nugget.
+
+    Example:
+        >>> import math, torch
+        >>> from tlgp_torch.kernels import rbf_matrix
+        >>> from tlgp_torch.likelihoods import fflux_log_likelihood
+        >>> x = torch.rand(20, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> y = torch.sin(3 * x).sum(-1)
+        >>> theta = torch.ones(2, dtype=torch.float64)
+        >>> ll = fflux_log_likelihood(x, y, theta, kind="marginal", nugget=1e-6)
+        >>> R = rbf_matrix(x, x, theta) + 1e-6 * torch.eye(20, dtype=torch.float64)
+        >>> r = y - y.mean()
+        >>> ref = float(-0.5 * r @ torch.linalg.solve(R, r) - 0.5 * torch.logdet(R)) - 10 * math.log(2 * math.pi)
+        >>> math.isclose(ll, ref, rel_tol=1e-7)   # R's condition number is ~1e7: float64 promises ~1e-9
+        True
+    """
     lik = FFLUXLikelihood(x, y, cyclic=cyclic, kind=kind, nugget=nugget, max_jitter=nugget)
     ev = lik(theta.log().reshape(1, -1), grad=False)
     if bool(ev.jittered.any()):

@@ -40,7 +40,23 @@ KERNEL_STORAGE = ("dense", "blocked", "keops")  # how the iterative path holds t
 
 @dataclass
 class IterativeEstimate:
-    """One evaluation: ll estimate, its gradient in log theta, GLS mean and process variance."""
+    """One evaluation of IterativeLikelihood.
+
+    Attributes:
+        ll: the estimated concentrated log-likelihood -n/2 log sigma^2 - 1/2 log|R|.
+        grad: d ll / d log theta [D] of the estimate (zeros when evaluated with grad=False).
+        mean: the GLS mean 1^T R^-1 y / 1^T R^-1 1 (y units).
+        sigma2: the process variance (y - mean)^T R^-1 (y - mean) / n (y units squared).
+        cg_unconverged: gpytorch's warning text when a CG solve stopped at max_cg_iterations above its
+            tolerance, else "".
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.likelihoods import IterativeEstimate
+        >>> est = IterativeEstimate(ll=1.0, grad=torch.zeros(2), mean=0.0, sigma2=1.0)
+        >>> est.cg_unconverged == ""
+        True
+    """
 
     ll: float
     grad: torch.Tensor
@@ -50,7 +66,43 @@ class IterativeEstimate:
 
 
 class IterativeLikelihood:
-    """Concentrated ll(log theta) of one task (x [N, D], y [N]) at a fixed nugget, estimated by CG + Lanczos."""
+    """Concentrated ll(log theta) of one task (x [N, D], y [N]) at a fixed nugget, estimated by CG + Lanczos.
+
+    The estimate of ll = -n/2 log sigma^2_GLS - 1/2 log|R| (R = K + nugget I; see the module docstring) and of its
+    gradient needs only products with R, so large N fits where a Cholesky factor would not. Landmarks and probe
+    vectors are fixed at the first call, so repeated calls are a deterministic, smooth function of log theta.
+
+    Args:
+        x: features [N, D] (bohr / radians).
+        y: targets [N].
+        cyclic: bool mask [D] of the periodic features, or None.
+        nugget: fixed nugget on the diagonal of K.
+        kernel: how the n x n kernel is held, one of KERNEL_STORAGE: "dense" (one n x n matrix), "blocked"
+            (recomputed a row block per product, no n x n storage) or "keops" (needs pykeops).
+        cg_tolerance: relative residual at which CG stops.
+        max_cg_iterations: CG iteration cap (a solve that hits it is reported in `cg_unconverged`).
+        preconditioner_rank: number of landmarks of the Nystroem preconditioner.
+        trace_samples: probe vectors of the stochastic log-determinant and trace estimates.
+        lanczos_iterations: Lanczos quadrature iterations of the log-determinant.
+        seed: seed of the probe vectors (the same at every call).
+
+    Raises:
+        ValueError: unless x is [N, D] and y [N], or for an unknown kernel storage.
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.likelihoods import IterativeLikelihood, fflux_log_likelihood
+        >>> x = torch.rand(80, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> y = torch.sin(3 * x).sum(-1)
+        >>> lik = IterativeLikelihood(x, y, None, nugget=1e-4, kernel="blocked", preconditioner_rank=20,
+        ...                           trace_samples=8, lanczos_iterations=30)
+        >>> est = lik(torch.zeros(2, dtype=torch.float64))          # log theta = 0
+        >>> exact = fflux_log_likelihood(x, y, torch.ones(2, dtype=torch.float64), nugget=1e-4)
+        >>> abs(est.ll - exact) / abs(exact) < 1e-3                 # an estimate, close to the exact value
+        True
+        >>> est.grad.shape
+        torch.Size([2])
+    """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | None, nugget: float, *,
                  kernel: str = "dense", cg_tolerance: float = 1e-4, max_cg_iterations: int = 3000,
@@ -156,7 +208,15 @@ class IterativeLikelihood:
             self.scale = math.sqrt(a / b) if a > 0 and b > 0 else 1.0
 
     def __call__(self, log_theta: torch.Tensor, grad: bool = True) -> IterativeEstimate:
-        """Estimate at log theta [D]; the gradient is that of the estimated ll (zeros when grad=False)."""
+        """Estimate at log theta [D]; the gradient is that of the estimated ll (zeros when grad=False).
+
+        Args:
+            log_theta: log theta [D] (theta = 1 / (2 l^2)).
+            grad: compute d ll / d log theta by backpropagation through the estimate.
+
+        Returns:
+            An IterativeEstimate.
+        """
         self.n_evals += 1
         self.kernel.zero_grad(set_to_none=True)
         devices = [self.x.device] if self.x.device.type == "cuda" else []

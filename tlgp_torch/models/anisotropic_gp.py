@@ -13,9 +13,65 @@ MAX_EXACT = 20000  # below this many points gpytorch must use Cholesky, never CG
 
 
 class AnisotropicGP(gpytorch.models.ExactGP):
-    """Exact GP: 'fflux' = unit amplitude, fixed nugget, constant mean; 'gpytorch' = ScaleKernel, learned noise,
-    standardised y. Batched when train_y is [B, N] (train_x [B, N, D] or shared [N, D]): batch_shape [B], one
-    independent model per member (a whole molecule's atoms and properties as one gpytorch model)."""
+    r"""A gpytorch ExactGP with the FFLUX kernel (`CyclicRBFKernel`), in the FFLUX or the GPyTorch convention.
+
+    'fflux' convention (what FEREBUS fits): unit amplitude, fixed nugget, constant mean c, raw y.
+
+    .. math::
+
+        y ~ GP(c, k),   k(x, x') = exp(-sum_d theta_d delta_d^2),   likelihood noise = nugget (not trained)
+
+    'gpytorch' convention (what a GPyTorch user fits): ScaleKernel with outputscale s, learned noise v, y
+    standardised to zero mean and unit standard deviation internally (predictions come back in y units).
+
+    .. math::
+
+        (y - mean(y)) / std(y) ~ GP(c, s k),   noise v
+
+    Both give the same predictive mean as the FFLUX model with theta_d = 1 / (2 l_d^2), nugget v / s and the
+    mean c mapped back to y units; `fflux_parameters` returns them and `from_fflux` goes the other way.
+
+    Batched when train_y is [B, N] (train_x [B, N, D] or shared [N, D]): batch_shape [B], one independent model
+    per member (a whole molecule's atoms and properties as one gpytorch model). Train it like any ExactGP, with
+    gpytorch's ExactMarginalLogLikelihood and a torch optimiser, or use the trainers of `tlgp_torch.training`.
+
+    Args:
+        train_x: features [N, D] (or [B, N, D] / shared [N, D] for a batch), bohr / radians.
+        train_y: targets [N] (or [B, N]).
+        cyclic: bool mask [D] of the periodic features (wrapped differences), or None.
+        convention: "fflux" or "gpytorch".
+        nugget: fixed noise of the fflux convention, a float or a tensor [B].
+        noise_floor: lower bound of the learned noise (gpytorch convention, standardised units).
+
+    Raises:
+        ValueError: for an unknown convention or mismatched shapes of train_x and train_y.
+
+    Example:
+        >>> import gpytorch, torch
+        >>> from tlgp_torch import AnisotropicGP
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> x = torch.rand(20, 2, dtype=torch.float64, generator=gen)
+        >>> y = torch.sin(3 * x).sum(-1)
+        >>> # the GPyTorch convention, trained as any ExactGP (a few Adam steps)
+        >>> model = AnisotropicGP(x, y, convention="gpytorch")
+        >>> mll = gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
+        >>> optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+        >>> _ = model.train()
+        >>> for _ in range(5):
+        ...     optimizer.zero_grad()
+        ...     loss = -mll(model(*model.train_inputs), model.train_targets)
+        ...     loss.backward()
+        ...     optimizer.step()
+        >>> model.predict(torch.rand(4, 2, dtype=torch.float64, generator=gen)).shape
+        torch.Size([4])
+        >>> sorted(model.fflux_parameters())          # the equivalent FFLUX model
+        ['mean', 'nugget', 'sigma2', 'theta']
+        >>> # the FFLUX convention from known hyperparameters, for 3 targets at once
+        >>> theta = torch.tensor([[1.0, 2.0], [1.0, 2.0], [3.0, 0.5]], dtype=torch.float64)   # [B, D]
+        >>> batch = AnisotropicGP.from_fflux(x, torch.stack([y, 2 * y, -y]), theta, mean=0.0, nugget=1e-6)
+        >>> batch.batch_shape, batch.predict(x[:4]).shape
+        (torch.Size([3]), torch.Size([3, 4]))
+    """
 
     def __init__(
         self,
@@ -62,7 +118,7 @@ class AnisotropicGP(gpytorch.models.ExactGP):
         return self.y_mean.shape
 
     def forward(self, x: torch.Tensor) -> gpytorch.distributions.MultivariateNormal:
-        """Prior at x (standardised units in the gpytorch convention)."""
+        """Prior N(c, k(x, x)) at x [..., M, D] (standardised units in the gpytorch convention)."""
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
     @property
@@ -74,7 +130,35 @@ class AnisotropicGP(gpytorch.models.ExactGP):
     def from_fflux(cls, x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, mean: float | torch.Tensor,
                    nugget: float | torch.Tensor, cyclic: torch.Tensor | None = None, convention: str = "fflux",
                    sigma2: float | torch.Tensor = 1.0, noise_floor: float = 1e-8) -> "AnisotropicGP":
-        """Build a model from FFLUX hyperparameters (theta [D] or [B, D], constant mean, nugget, process variance)."""
+        """Build a model from FFLUX hyperparameters, in either convention, with the FFLUX model's predictive mean.
+
+        Args:
+            x: training features [N, D] or [B, N, D] (bohr / radians).
+            y: training targets [N] or [B, N].
+            theta: inverse squared length scales [D] (one model) or [B, D] (a batch), theta = 1 / (2 l^2).
+            mean: constant mean in y units (float or [B]).
+            nugget: nugget relative to the process variance (float or [B]).
+            cyclic: bool mask [D] of the periodic features, or None.
+            convention: "fflux" or "gpytorch" (then outputscale = sigma2 / std(y)^2, noise = nugget outputscale).
+            sigma2: process variance in y units squared (float or [B]; only the gpytorch convention uses it).
+            noise_floor: lower bound of the noise constraint (lowered below the nugget when needed).
+
+        Returns:
+            An AnisotropicGP with batch_shape y.shape[:-1].
+
+        Example:
+            >>> import torch
+            >>> from tlgp_torch import AnisotropicGP
+            >>> x = torch.rand(20, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+            >>> y = torch.sin(3 * x).sum(-1)
+            >>> theta = torch.tensor([1.0, 2.0], dtype=torch.float64)
+            >>> a = AnisotropicGP.from_fflux(x, y, theta, mean=0.5, nugget=1e-6)
+            >>> b = AnisotropicGP.from_fflux(x, y, theta, mean=0.5, nugget=1e-6, convention="gpytorch", sigma2=2.0)
+            >>> bool(torch.allclose(a.predict(x[:3]), b.predict(x[:3])))     # same predictive mean
+            True
+            >>> b.fflux_parameters()["theta"]
+            tensor([1.0000, 2.0000], dtype=torch.float64)
+        """
         batch = y.shape[:-1]
         as_b = lambda v: torch.as_tensor(v, dtype=y.dtype, device=y.device).expand(batch).clone()  # noqa: E731
         mean, nugget, sigma2 = as_b(mean), as_b(nugget), as_b(sigma2)
@@ -98,7 +182,17 @@ class AnisotropicGP(gpytorch.models.ExactGP):
 
     @classmethod
     def from_results(cls, results) -> "AnisotropicGP":
-        """One batched model (batch_shape [B]) from B TrainResults with the same N, D, convention and cyclic mask."""
+        """One batched model (batch_shape [B]) from B TrainResults with the same N, D, convention and cyclic mask.
+
+        Args:
+            results: TrainResults of successful fits (status "ok").
+
+        Returns:
+            An AnisotropicGP whose member b predicts like results[b] (see from_fflux).
+
+        Raises:
+            ValueError: for an empty or failed result, or results of different shapes, conventions or masks.
+        """
         results = list(results)
         if not results:
             raise ValueError("from_results needs at least one TrainResult")
@@ -115,7 +209,11 @@ class AnisotropicGP(gpytorch.models.ExactGP):
                               cyclic=first.cyclic, convention=first.convention, sigma2=stack("sigma2"))
 
     def fflux_parameters(self) -> dict[str, torch.Tensor | float]:
-        """theta, mean (y units), nugget (noise / outputscale) and sigma2 of the equivalent FFLUX model(s)."""
+        """theta, mean (y units), nugget (noise / outputscale) and sigma2 of the equivalent FFLUX model(s).
+
+        Returns:
+            A dict with theta [D] (or [B, D]) and mean, nugget, sigma2 as floats (or tensors [B] for a batch).
+        """
         batch = self.batch_shape
         theta = lengthscale_to_theta(self.base_kernel.lengthscale.detach()).reshape(*batch, -1)
         noise = self.likelihood.noise.detach().reshape(batch)
@@ -127,7 +225,12 @@ class AnisotropicGP(gpytorch.models.ExactGP):
 
     def predict(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
         """Posterior mean at x [M, D] (or [B, M, D]) in the units of the training targets: [M] or [B, M]
-        (exact Cholesky, chunked over M)."""
+        (exact Cholesky, chunked over M; puts the model in eval mode).
+
+        Args:
+            x: points [M, D] (shared by every batch member) or [B, M, D].
+            chunk: points per chunk.
+        """
         self.eval()
         out = []
         x = x.to(self.train_inputs[0])

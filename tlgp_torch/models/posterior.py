@@ -1,4 +1,23 @@
-"""FFLUX predictions from weights: y(x) = mu + sum_i w_i k(x, x_i), w = R^-1 (y - mu 1)."""
+r"""FFLUX predictions from weights, the form FFLUX itself evaluates:
+
+.. math::
+
+    y(x) = mu + sum_i w_i k(x, x_i),    w = R^-1 (y - mu 1),    R = K(X, X) + nugget I,
+
+with k the FFLUX kernel exp(-sum_d theta_d delta_d^2) and X [N, D] the training features. The weights are the
+`[weights]` section of a FEREBUS .model file.
+
+Example:
+    >>> import torch
+    >>> from tlgp_torch.models import fflux_predict, fflux_weights
+    >>> x = torch.rand(20, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    >>> y = torch.sin(3 * x).sum(-1)
+    >>> theta = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    >>> w = fflux_weights(x, y, theta, mean=0.5, nugget=1e-10)
+    >>> p = fflux_predict(x, x, w, theta, mean=0.5)
+    >>> bool(torch.allclose(p, y, atol=1e-6))      # interpolates y up to nugget * w (here < 1e-7)
+    True
+"""
 from __future__ import annotations
 
 import torch
@@ -21,7 +40,33 @@ def _factor_in_place(x: torch.Tensor, theta: torch.Tensor, nugget: float, cyclic
 
 def fflux_weights(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, mean: float | torch.Tensor,
                   nugget: float | torch.Tensor, cyclic: torch.Tensor | None = None) -> torch.Tensor:
-    """Weights w = (K + nugget I)^-1 (y - mean) for x [..., N, D], y [..., N], theta [..., D]."""
+    """Weights w = (K + nugget I)^-1 (y - mean 1) of one model or a batch of them.
+
+    Args:
+        x: training features [N, D] or [B, N, D] (bohr / radians).
+        y: training targets [N] or [B, N].
+        theta: inverse squared length scales [D] or [B, D].
+        mean: constant mean in y units (float or [B]).
+        nugget: nugget on the diagonal (float or [B]).
+        cyclic: bool mask [D] of the periodic features, or None.
+
+    Returns:
+        w [N] or [B, N] (one model: from one in-place Cholesky factor, no second n x n buffer).
+
+    Raises:
+        torch.linalg.LinAlgError: when K + nugget I is not positive definite.
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.kernels import rbf_matrix
+        >>> from tlgp_torch.models import fflux_weights
+        >>> x = torch.rand(10, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> y, theta = x.sum(-1), torch.ones(2, dtype=torch.float64)
+        >>> w = fflux_weights(x, y, theta, mean=1.0, nugget=1e-6)
+        >>> R = rbf_matrix(x, x, theta) + 1e-6 * torch.eye(10, dtype=torch.float64)
+        >>> bool(torch.allclose(R @ w, y - 1.0))
+        True
+    """
     r = y - torch.as_tensor(mean, dtype=x.dtype, device=x.device).unsqueeze(-1)
     if x.dim() == 2:  # one model: one n x n buffer, factorised in place (LAPACK works on the column-major view)
         return factor_solve(_factor_in_place(x, theta, nugget, cyclic), r.unsqueeze(-1)).squeeze(-1)
@@ -36,7 +81,15 @@ def fflux_gls_weights(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, nug
                       cyclic: torch.Tensor | None = None, centre: float | None = None) -> tuple[float, torch.Tensor]:
     """GLS mean 1'R^-1 y / 1'R^-1 1 and weights R^-1 (y - mean) of one model (x [N, D], y [N]) from one in-place
     Cholesky factor; centre (default: the sample mean) is subtracted first, so a value near the GLS mean avoids
-    cancellation against y's offset."""
+    cancellation against y's offset.
+
+    Example:
+        >>> import torch
+        >>> x = torch.rand(10, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> mean, w = fflux_gls_weights(x, 3.0 + 0 * x[:, 0], torch.ones(2, dtype=torch.float64), 1e-6)
+        >>> round(mean, 6), float(w.abs().max()) < 1e-6         # a constant y is its own GLS mean
+        (3.0, True)
+    """
     c = float(y.mean()) if centre is None else float(centre)
     mean, w = gls_from_solves(c, factor_solve(_factor_in_place(x, theta, nugget, cyclic),
                                               torch.stack([y - c, torch.ones_like(y)], -1)))
@@ -45,7 +98,30 @@ def fflux_gls_weights(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, nug
 
 def fflux_predict(x_new: torch.Tensor, x: torch.Tensor, weights: torch.Tensor, theta: torch.Tensor,
                   mean: float | torch.Tensor, cyclic: torch.Tensor | None = None, chunk: int = 4096) -> torch.Tensor:
-    """Predictions at x_new [..., M, D] from training x [..., N, D] and weights [..., N] (chunked over M)."""
+    """Predictions y(x) = mean + sum_i w_i k(x, x_i) at x_new, chunked over M.
+
+    Args:
+        x_new: points [M, D] or [B, M, D] (bohr / radians).
+        x: training features [N, D] or [B, N, D].
+        weights: w [N] or [B, N] (fflux_weights).
+        theta: inverse squared length scales [D] or [B, D].
+        mean: constant mean in y units (float or [B]).
+        cyclic: bool mask [D] of the periodic features, or None.
+        chunk: points per chunk.
+
+    Returns:
+        Predictions [M] or [B, M] in y units.
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.models import fflux_predict
+        >>> x = torch.zeros(1, 2, dtype=torch.float64)
+        >>> x_new = torch.tensor([[0.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+        >>> w = torch.tensor([2.0], dtype=torch.float64)
+        >>> p = fflux_predict(x_new, x, w, torch.ones(2, dtype=torch.float64), mean=1.0)
+        >>> [round(v, 4) for v in p.tolist()]       # 1 + 2 exp(0), 1 + 2 exp(-1)
+        [3.0, 1.7358]
+    """
     out = []
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).unsqueeze(-1)
     for s in range(0, x_new.shape[-2], chunk):

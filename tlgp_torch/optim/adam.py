@@ -21,7 +21,39 @@ def batched_adam(
     f_scale: float = 1.0,
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> OptimResult:
-    """Minimise fun for each row of x0 [B, P] with Adam; members stop on their own, best iterate kept."""
+    """Minimise fun for each row of x0 [B, P] with Adam; members stop on their own, best iterate kept.
+
+    The update per member is torch.optim.Adam's: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
+    x -= lr m_hat / (sqrt(v_hat) + eps) with bias-corrected m_hat, v_hat, then projection into the bounds.
+    Non-finite gradients count as 0. A member stops when the StoppingRule says so or at max_iter.
+
+    Args:
+        fun: objective fun(params [b, P], members [b]) -> (f [b], grad [b, P]), as for batched_lbfgs.
+        x0: starting points [B, P].
+        stop: stopping rule (default StoppingRule()).
+        lr: step size (in the units of x, e.g. log theta).
+        betas: (b1, b2) moment decay rates.
+        eps: denominator guard.
+        lower: lower bound: a float, [P] or [B, P] (None: unbounded).
+        upper: upper bound, likewise.
+        f_scale: converts f to log-likelihood units for the stopping rule.
+        callback: called as callback(iteration, best f [B], active [B]) after every iteration.
+
+    Returns:
+        An OptimResult with the best iterate of every member (memory None).
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.optim import StoppingRule, batched_adam
+        >>> target = torch.tensor([[1.0, -2.0], [3.0, 0.5]], dtype=torch.float64)
+        >>> def fun(params, members):
+        ...     delta = params - target[members]
+        ...     return delta.square().sum(-1), 2 * delta
+        >>> result = batched_adam(fun, torch.zeros(2, 2, dtype=torch.float64), lr=0.1,
+        ...                       stop=StoppingRule(rtol=0.0, atol=1e-12, max_iter=1000))
+        >>> bool(torch.allclose(result.x, target, atol=1e-3)), result.reason
+        (True, ['converged', 'converged'])
+    """
     stop = stop or StoppingRule()
     B, _ = x0.shape
     dev = x0.device

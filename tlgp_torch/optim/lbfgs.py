@@ -3,6 +3,22 @@
 torch.optim.LBFGS optimises one problem; summing independent losses would couple the members' step
 sizes. Here every member has its own two-loop recursion, its own Armijo backtracking line search and
 its own stopping test, and only the members still running are evaluated.
+
+The objective has the signature `fun(params [b, P], members LongTensor [b]) -> (f [b], grad [b, P])`: it is
+called with the rows of the members still running and their indices into the batch, f is minimised, and
+f = +inf marks an infeasible point (the line search backs off from it).
+
+Example:
+    >>> import torch
+    >>> from tlgp_torch.optim import StoppingRule, batched_lbfgs
+    >>> target = torch.tensor([[1.0, -2.0], [3.0, 0.5], [-1.0, 1.0]], dtype=torch.float64)
+    >>> scale = torch.tensor([1.0, 10.0, 100.0], dtype=torch.float64)     # three independent quadratics
+    >>> def fun(params, members):
+    ...     delta = params - target[members]
+    ...     return scale[members] * delta.square().sum(-1), 2 * scale[members, None] * delta
+    >>> result = batched_lbfgs(fun, torch.zeros(3, 2, dtype=torch.float64), stop=StoppingRule(gtol=1e-8))
+    >>> bool(torch.allclose(result.x, target)), result.converged.tolist()
+    (True, [True, True, True])
 """
 from __future__ import annotations
 
@@ -19,7 +35,28 @@ Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Ten
 
 @dataclass
 class OptimResult:
-    """Final parameters, values and per-member counts of a batched optimisation."""
+    """Final parameters, values and per-member counts of a batched optimisation (B members, P parameters).
+
+    Attributes:
+        x: final parameters [B, P] (the best iterate for Adam).
+        f: objective at x [B].
+        grad: gradient at x [B, P].
+        n_iter: iterations per member [B].
+        n_evals: objective evaluations per member [B] (line-search trials included).
+        converged: bool [B]: stopped by the stopping rule, not by max_iter.
+        reason: why each member stopped: "converged", "gradient small", "max_iter", "line search failed" or
+            "infeasible start".
+        memory: L-BFGS curvature pairs (S [B, m, P], Y [B, m, P], valid [B, m]) to warm-start a related problem
+            (batched_lbfgs's `memory`), or None.
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.optim import batched_lbfgs
+        >>> fun = lambda params, members: ((params - 1).square().sum(-1), 2 * (params - 1))
+        >>> result = batched_lbfgs(fun, torch.zeros(2, 3, dtype=torch.float64))
+        >>> result.x.shape, result.f.shape, len(result.reason)
+        (torch.Size([2, 3]), torch.Size([2]), 2)
+    """
 
     x: torch.Tensor
     f: torch.Tensor
@@ -66,8 +103,37 @@ def batched_lbfgs(
 ) -> OptimResult:
     """Minimise fun independently for each row of x0 [B, P]; bounds ([P] or [B, P]) are enforced by projection.
 
-    f_scale converts f to log-likelihood units for the stopping rule (e.g. n when f = -ll / n).
-    memory: initial curvature pairs (S [B, m, P], Y [B, m, P], valid [B, m]), e.g. from a related problem.
+    Each member runs L-BFGS with its own curvature history (two-loop recursion) and an Armijo backtracking line
+    search (sufficient decrease f(x + t d) <= f(x) + c1 t g.d, quadratic-interpolation backtracking); a member
+    stops when the StoppingRule says so, at gtol, at max_iter, or when its line search fails from steepest
+    descent.
+
+    Args:
+        fun: objective fun(params [b, P], members [b]) -> (f [b], grad [b, P]) (see the module docstring).
+        x0: starting points [B, P] (projected into the bounds first).
+        stop: stopping rule (default StoppingRule()).
+        history_size: curvature pairs m kept per member.
+        max_ls: line-search trials per iteration.
+        c1: Armijo constant.
+        lower: lower bound: a float, [P] or [B, P] (None: unbounded).
+        upper: upper bound, likewise.
+        f_scale: converts f to log-likelihood units for the stopping rule (e.g. n when f = -ll / n).
+        callback: called as callback(iteration, f [B], active [B]) after every iteration.
+        memory: initial curvature pairs (S [B, m, P], Y [B, m, P], valid [B, m]), e.g. from a related problem.
+
+    Returns:
+        An OptimResult.
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.optim import batched_lbfgs
+        >>> target = torch.tensor([[1.0, -2.0], [3.0, 0.5]], dtype=torch.float64)
+        >>> def fun(params, members):
+        ...     delta = params - target[members]
+        ...     return delta.square().sum(-1), 2 * delta
+        >>> result = batched_lbfgs(fun, torch.zeros(2, 2, dtype=torch.float64), lower=0.0)   # x >= 0
+        >>> [[round(v, 6) for v in row] for row in result.x.tolist()]
+        [[1.0, 0.0], [3.0, 0.5]]
     """
     stop = stop or StoppingRule()
     B, P = x0.shape

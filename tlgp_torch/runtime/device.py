@@ -9,7 +9,21 @@ import torch
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """'auto' -> CUDA when present, else CPU; anything else is passed to torch.device (clear error if CUDA is missing)."""
+    """'auto' -> CUDA when present, else CPU; anything else is passed to torch.device (clear error if CUDA is missing).
+
+    Args:
+        device: "auto" or None, or anything torch.device takes ("cpu", "cuda", "cuda:1", a torch.device).
+
+    Raises:
+        RuntimeError: when a CUDA device is asked for and CUDA is not available.
+
+    Example:
+        >>> from tlgp_torch.runtime import resolve_device
+        >>> resolve_device("cpu")
+        device(type='cpu')
+        >>> resolve_device("auto").type in ("cpu", "cuda")
+        True
+    """
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -19,14 +33,29 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def synchronize(device: torch.device) -> None:
-    """Wait for queued kernels on `device` so wall times are honest."""
+    """Wait for queued kernels on `device` so wall times are honest (a no-op on the CPU).
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.runtime import synchronize
+        >>> synchronize(torch.device("cpu"))
+    """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 @contextmanager
 def timed(times: dict[str, float], key: str, device: torch.device) -> Iterator[None]:
-    """Add the device-synchronised wall time of the block to times[key]."""
+    """Add the device-synchronised wall time of the block to times[key] (seconds).
+
+    Example:
+        >>> import torch
+        >>> times = {}
+        >>> with timed(times, "fit", torch.device("cpu")):
+        ...     _ = torch.ones(3).sum()
+        >>> list(times), times["fit"] >= 0
+        (['fit'], True)
+    """
     synchronize(device)
     t0 = time.perf_counter()
     try:
@@ -37,7 +66,8 @@ def timed(times: dict[str, float], key: str, device: torch.device) -> Iterator[N
 
 
 def memory_budget(device: torch.device, fraction: float = 0.5) -> int:
-    """Bytes we allow one batched evaluation to use: a fraction of free GPU memory or of available RAM."""
+    """Bytes we allow one batched evaluation to use: a fraction of free GPU memory or of available RAM (8 GiB
+    assumed where /proc/meminfo cannot be read)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * fraction)
@@ -50,6 +80,11 @@ def memory_budget(device: torch.device, fraction: float = 0.5) -> int:
 
 
 def members_per_chunk(n_points: int, budget: int, itemsize: int = 8, matrices: int = 6) -> int:
-    """How many batch members of n_points fit in `budget` bytes (about `matrices` n x n buffers each)."""
+    """How many batch members of n_points fit in `budget` bytes (about `matrices` n x n buffers each; at least 1).
+
+    Example:
+        >>> members_per_chunk(1000, 2**30)          # 2^30 / (6 * 1000^2 * 8 bytes)
+        22
+    """
     per = matrices * n_points * n_points * itemsize
     return max(1, budget // per)

@@ -13,7 +13,18 @@ CLUSTERS = ("slurm", "local", "debug")
 
 @dataclass
 class SubmitConfig:
-    """[submit]: how `tlgp submit` launches the shards (one job-array task = one shard = one GPU)."""
+    """[submit]: how `tlgp submit` launches the shards (one job-array task = one shard = one GPU).
+
+    Fields are the keys of the config's [submit] table (see docs/configuration.md).
+
+    Raises:
+        ValueError: for an unknown cluster, or shards, timeout_min or cpus_per_task below 1, or negative GPUs.
+
+    Example:
+        >>> from tlgp_torch.runtime.submit import SubmitConfig
+        >>> SubmitConfig(shards=4, cluster="local", gpus_per_task=0).timeout_min
+        120
+    """
 
     shards: int = 1                      # number of shards / array tasks
     cluster: str = "slurm"               # "slurm", or "local" (processes on this machine), or "debug" (in-process)
@@ -37,7 +48,12 @@ class SubmitConfig:
 
 def run_shard(entry: Callable[[list[str]], int], argv: list[str]) -> int:
     """One array task: `entry(argv)` (the CLI's main with `train ... --shard i/n`); raises on failure so the
-    scheduler marks the task failed."""
+    scheduler marks the task failed.
+
+    Example:
+        >>> run_shard(lambda argv: 0, ["train", "cfg.toml", "--shard", "0/2"])
+        0
+    """
     rc = entry(argv)
     if rc != 0:
         raise RuntimeError(f"tlgp {' '.join(argv)} exited with {rc}")
@@ -47,7 +63,26 @@ def run_shard(entry: Callable[[list[str]], int], argv: list[str]) -> int:
 def submit_shards(entry: Callable[[list[str]], int], train_argv: list[str], settings: SubmitConfig,
                   folder: pathlib.Path) -> list[Any]:
     """Submit one `entry(train_argv + ["--shard", "i/n"])` per shard (entry: the CLI's main, passed in so that
-    this module does not import the CLI); returns the submitit jobs."""
+    this module does not import the CLI); returns the submitit jobs.
+
+    Args:
+        entry: the CLI's main(argv) -> exit code.
+        train_argv: the `tlgp train` arguments every shard shares.
+        settings: the [submit] settings (cluster, partition, resources).
+        folder: submitit's log folder.
+
+    Raises:
+        ImportError: without submitit (extra `cluster`).
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from tlgp_torch.runtime.submit import SubmitConfig, submit_shards
+        >>> settings = SubmitConfig(shards=2, cluster="debug", gpus_per_task=0)   # "debug": in this process
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     jobs = submit_shards(lambda argv: 0, ["train", "cfg.toml"], settings, pathlib.Path(tmp))
+        ...     [job.result() for job in jobs]
+        [0, 0]
+    """
     try:
         import submitit
     except ImportError as err:
