@@ -19,10 +19,10 @@ class SCFError(RuntimeError):
 class QMSettings:
     """tblite settings; accuracy 0.01 makes atom-resolved energies reproducible to < 3e-7 Ha between runs."""
 
-    method: str = "GFN2-xTB"
-    accuracy: float = 0.01
-    max_iterations: int = 250
-    electronic_temperature: float = 300.0
+    method: str = "GFN2-xTB"              # tblite method: "GFN2-xTB", "GFN1-xTB" or "IPEA1-xTB"
+    accuracy: float = 0.01                # tblite accuracy (smaller is tighter)
+    max_iterations: int = 250             # SCC iterations at most
+    electronic_temperature: float = 300.0  # K (Fermi smearing)
 
 
 def tblite_calculator(qm: QMSettings, charge: int = 0, uhf: int = 0):
