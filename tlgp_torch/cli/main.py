@@ -407,6 +407,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The `tlgp` argument parser (docs/cli.md is generated from it by tlgp_torch.cli.reference)."""
+    return _parser()
+
+
 class _TqdmHandler(logging.Handler):
     """Library log lines (progress of long fits, path switches) on stderr without breaking progress bars."""
 

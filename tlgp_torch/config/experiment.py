@@ -62,14 +62,14 @@ class DataConfig:
         'WATER_O1_TRAINING_SET.csv'
     """
 
-    system: str
-    atoms: list[str]
-    properties: list[str]
-    dir: pathlib.Path = pathlib.Path(".")
-    train: str = "{system}_{atom}_TRAINING_SET.csv"
-    validation: str = "{system}_{atom}_VALIDATION_SET.csv"
-    n_atoms: int | None = None
-    alf: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    system: str                  # system name as in the file names, e.g. "METHANOL"
+    atoms: list[str]             # atoms to model, e.g. ["C1", "H2"]
+    properties: list[str]        # property columns to model per atom, e.g. ["iqa", "q00"]
+    dir: pathlib.Path = pathlib.Path(".")  # CSV folder, relative to the config file; --data-dir, $TLGP_DATA_DIR win
+    train: str = "{system}_{atom}_TRAINING_SET.csv"       # training-set file name pattern
+    validation: str = "{system}_{atom}_VALIDATION_SET.csv"  # validation-set pattern (a missing file is allowed)
+    n_atoms: int | None = None   # atoms in the molecule, for the export (unset: (D + 6) / 3)
+    alf: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # atom = [C, X, P], 1-based, for the export
     dir_source: str = "[data] dir"  # which setting chose `dir` (for error messages)
 
 
@@ -90,7 +90,7 @@ class TrainConfig:
         {'restarts': 2}
     """
 
-    method: str = "tl"
+    method: str = "tl"                                        # "tl" (TransferTrainer) or "dl" (DirectTrainer)
     settings: dict[str, Any] = field(default_factory=dict)  # FitSettings fields from [train]
     stop: dict[str, Any] = field(default_factory=dict)      # StoppingRule fields
     dl: dict[str, Any] = field(default_factory=dict)        # DirectTrainer-only fields
@@ -139,7 +139,7 @@ class Config:
     data: DataConfig
     model: dict[str, Any] = field(default_factory=dict)     # FitSettings fields from [model]
     train: TrainConfig = field(default_factory=TrainConfig)
-    output_dir_pattern: str = "runs/{system}"
+    output_dir_pattern: str = "runs/{system}"  # [output] dir: output folder, {system} replaced; --out wins
     path: pathlib.Path | None = None
     submit: SubmitConfig = field(default_factory=SubmitConfig)
 

@@ -36,11 +36,12 @@ class MoleculeSpec:
         0
     """
 
-    system: str
+    system: str            # name in the file names: letters and digits only (FEREBUS)
+    # "g2:CH3CH2OH" (ASE's G2 set), "s22:NAME", "smiles:CCO" or "xyz:FILE" (relative to the config file)
     source: str
-    charge: int = 0
-    uhf: int = 0
-    optimize: bool = True
+    charge: int = 0        # total charge (e)
+    uhf: int = 0           # unpaired electrons
+    optimize: bool = True  # optimise the geometry with the QM method before sampling
     seed: int = 0  # RDKit embedding seed (SMILES sources)
 
 
@@ -67,13 +68,13 @@ class SamplingSpec:
         500.0
     """
 
-    method: str = "md"
-    temperature: float = 300.0
-    seed: int = 0
+    method: str = "md"          # "md" (Langevin MD on the QM surface) or "normal_modes"
+    temperature: float = 300.0  # K
+    seed: int = 0               # same seed, same conformations
     trajectories: int = 5        # independent MD runs (or normal-mode chunks); validation gets its own ones
-    timestep_fs: float = 0.5
-    stride_fs: float = 10.0
-    equilibration_ps: float = 2.0
+    timestep_fs: float = 0.5     # MD time step (fs)
+    stride_fs: float = 10.0      # one frame kept every stride (fs)
+    equilibration_ps: float = 2.0  # MD discarded at the start of each trajectory (ps)
     friction: float = 0.01       # 1/fs
     min_wavenumber: float = 150.0  # normal modes below this (cm-1) are frozen
     oversample: float = 1.1      # frames sampled per frame kept (room for dropped frames and duplicates)
@@ -96,8 +97,8 @@ class SplitSpec:
         SplitSpec(train=2000, validation=500)
     """
 
-    train: int = 2000
-    validation: int = 500
+    train: int = 2000       # training conformations (rows of each atom's training CSV)
+    validation: int = 500   # validation conformations (from their own trajectories)
 
 
 @dataclass
@@ -123,8 +124,8 @@ class GenerationConfig:
     sampling: SamplingSpec = field(default_factory=SamplingSpec)
     split: SplitSpec = field(default_factory=SplitSpec)
     qm: QMSettings = field(default_factory=QMSettings)
-    out_dir: pathlib.Path = pathlib.Path(".")
-    workers: int = 0  # 0: one process per core
+    out_dir: pathlib.Path = pathlib.Path(".")  # [output] dir: the data set's folder
+    workers: int = 0  # [output] workers: QM worker processes (0: one per core; --workers wins)
     path: pathlib.Path | None = None
 
     @property

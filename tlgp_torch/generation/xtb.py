@@ -37,10 +37,10 @@ class QMSettings:
         'GFN2-xTB'
     """
 
-    method: str = "GFN2-xTB"
-    accuracy: float = 0.01
-    max_iterations: int = 250
-    electronic_temperature: float = 300.0
+    method: str = "GFN2-xTB"              # tblite method: "GFN2-xTB", "GFN1-xTB" or "IPEA1-xTB"
+    accuracy: float = 0.01                # tblite accuracy (smaller is tighter)
+    max_iterations: int = 250             # SCC iterations at most
+    electronic_temperature: float = 300.0  # K (Fermi smearing)
 
 
 def tblite_calculator(qm: QMSettings, charge: int = 0, uhf: int = 0):

@@ -31,11 +31,11 @@ class StoppingRule:
         tensor([ True, False])
     """
 
-    rtol: float = 1e-6
-    atol: float = 0.0
-    max_iter: int = 200
-    patience: int = 2
-    gtol: float = 0.0
+    rtol: float = 1e-6   # converged: the log-likelihood changes by <= atol + rtol |ll| ...
+    atol: float = 0.0    # (absolute part of that tolerance)
+    max_iter: int = 200  # optimiser iterations at most
+    patience: int = 2    # ... for this many iterations in a row
+    gtol: float = 0.0    # also stop when max |gradient| of the optimiser's objective <= gtol (0: off)
 
     def __post_init__(self):
         if self.rtol < 0 or self.atol < 0 or self.gtol < 0:

@@ -31,8 +31,8 @@ class SubmitConfig:
     partition: str | None = None         # SLURM partition
     account: str | None = None           # SLURM account
     gpus_per_task: int = 1               # GPUs per shard (0 on CPU-only nodes)
-    cpus_per_task: int = 8
-    mem_gb: int | None = None
+    cpus_per_task: int = 8               # CPU cores per shard
+    mem_gb: int | None = None            # memory per shard (unset: the cluster's default)
     timeout_min: int = 120               # time limit per shard
     array_parallelism: int | None = None  # at most this many shards running at once
 

@@ -18,7 +18,7 @@ from tlgp_torch.training.starts import feature_spread, initial_parameters, param
 class DirectTrainer(FitSettings):
     """Multi-start DL: `restarts` random starts optimised on the full set (batched), best kept by likelihood."""
 
-    restarts: int = 8
+    restarts: int = 8  # random starts, optimised together; the best by likelihood is kept
 
     def __post_init__(self):
         super().__post_init__()

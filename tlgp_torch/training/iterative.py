@@ -31,7 +31,7 @@ class IterativeSettings:
 
     nugget_floor: float = 1e-6       # the nugget is raised to this: CG cannot converge at the exact path's 1e-10
     cg_tolerance: float = 1e-4       # relative residual of the training solves (1e-6 gave the same estimates)
-    max_cg_iterations: int = 3000
+    max_cg_iterations: int = 3000    # a solve that needs more doubles the landmarks and restarts the stage
     # landmarks of the Nystroem preconditioner (also the probes' control variate); None: initial_rank(N)
     preconditioner_rank: int | None = None
     max_preconditioner_rank: int = 4000  # the rank doubles up to this while CG runs out of iterations or L-BFGS stalls

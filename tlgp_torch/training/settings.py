@@ -27,15 +27,15 @@ class FitSettings:
     likelihood: str = "concentrated"     # "concentrated" or "marginal" (fflux only; gpytorch profiles mean and scale)
     nugget: float = 1e-10                # fixed nugget (fflux) or initial/floor scale (gpytorch: noise_floor)
     noise_floor: float = 1e-8            # lower bound of the learned nugget (gpytorch convention)
-    optimizer: str = "lbfgs"
+    optimizer: str = "lbfgs"              # "lbfgs" (batched L-BFGS) or "adam"
     lr: float = 0.05                     # Adam step size in log-theta
-    history_size: int = 10
+    history_size: int = 10               # L-BFGS curvature pairs kept
     stop: StoppingRule = field(default_factory=StoppingRule)
     init_range: tuple[float, float] = (1e-3, 1.0)  # 2 theta_d s_d^2 log-uniform in this range x min(1, 3/D)
     mean: str = "auto"                   # prediction mean: "auto" (GLS if concentrated else training mean), "gls", "train"
-    device: str = "auto"
+    device: str = "auto"                 # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     dtype: torch.dtype = torch.float64
-    seed: int = 0
+    seed: int = 0                        # random starts and subsets: same seed, same result
     memory_fraction: float = 0.5         # of free RAM / GPU memory one batched evaluation may use
 
     def __post_init__(self):

@@ -33,14 +33,14 @@ TRANSFERABLE = ("lengthscale", "noise")
 class TransferTrainer(FitSettings):
     """Seeding-relaxation TL. source_size: points per source (int) or a fraction of N (float in (0, 1])."""
 
-    n_sources: int = 2
-    source_size: float | int = 0.3
-    source_restarts: int = 2
-    selection: str = "holdout_mae"
-    transfer: tuple[str, ...] = ("lengthscale", "noise")
+    n_sources: int = 2                  # K: random subsets, one source model each
+    source_size: float | int = 0.3      # points per source: a fraction of N (float) or a count (int)
+    source_restarts: int = 2            # random starts per source (sources x restarts are batched)
+    selection: str = "holdout_mae"     # best source: "holdout_mae" (points outside its subset) or "likelihood"
+    transfer: tuple[str, ...] = ("lengthscale", "noise")  # what seeds the target ("noise": a learned nugget)
     source_stop: StoppingRule = field(default_factory=lambda: StoppingRule(rtol=1e-4))  # loose: only the basin matters
     relax_optimizer: str | None = None               # default: `optimizer`
-    min_source_size: int = 16
+    min_source_size: int = 16           # a smaller subset is an error (use DirectTrainer)
     transfer_curvature: bool = True                  # seed the relaxation's L-BFGS memory with the source's pairs
     revive_floor: float | None = 1e-3                # floor on 2 theta_d s_d^2 of the seed (None: copy as is)
     relax_path: str = "auto"                         # "exact" (Cholesky), "iterative" (gpytorch CG), "auto": by memory
