@@ -123,7 +123,7 @@ def test_bad_arguments():
 
 LEAN_PEAK = """
 import sys, torch
-from tlgp_torch.objectives import FFLUXLikelihood
+from tlgp_torch.likelihoods.exact import FFLUXLikelihood
 n, lean = 3000, sys.argv[1] == "lean"
 def status(key):
     return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
@@ -141,7 +141,8 @@ print((status("VmHWM") - base) / (n * n * 8), float(ev.ll[0]), float(ev.grad[0, 
 """
 
 
-@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="peak-memory reset needs a writable Linux /proc/self/clear_refs")
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK),
+                    reason="peak-memory reset needs a writable Linux /proc/self/clear_refs")
 def test_lean_path_needs_about_one_matrix():
     """Peak memory of one N=3000 likelihood+gradient: the lean path needs ~1 n x n matrix, the batched one ~4;
     both give the same numbers."""
