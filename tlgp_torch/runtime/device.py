@@ -37,7 +37,8 @@ def timed(times: dict[str, float], key: str, device: torch.device) -> Iterator[N
 
 
 def memory_budget(device: torch.device, fraction: float = 0.5) -> int:
-    """Bytes we allow one batched evaluation to use: a fraction of free GPU memory or of available RAM."""
+    """Bytes we allow one batched evaluation to use: a fraction of free GPU memory or of available RAM (what each
+    path needs is likelihoods.memory's rule)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * fraction)
@@ -47,9 +48,3 @@ def memory_budget(device: torch.device, fraction: float = 0.5) -> int:
         return int(info.get("MemAvailable", 8 * 2**30) * fraction)
     except OSError:
         return int(8 * 2**30 * fraction)
-
-
-def members_per_chunk(n_points: int, budget: int, itemsize: int = 8, matrices: int = 6) -> int:
-    """How many batch members of n_points fit in `budget` bytes (about `matrices` n x n buffers each)."""
-    per = matrices * n_points * n_points * itemsize
-    return max(1, budget // per)
