@@ -155,3 +155,20 @@ def test_lean_path_needs_about_one_matrix():
     assert math.isfinite(out["lean"][1])
     assert out["lean"][1] == pytest.approx(out["batched"][1], rel=1e-12)
     assert out["lean"][2] == pytest.approx(out["batched"][2], rel=1e-9)
+
+
+def test_one_numerical_warning_class():
+    """The package warns with linear_operator's NumericalWarning (re-exported by likelihoods), so one filter
+    catches both gpytorch's and ours; e.g. duplicate training points."""
+    from linear_operator.utils.warnings import NumericalWarning
+
+    import tlgp_torch.likelihoods as likelihoods
+    from tlgp_torch.likelihoods import exact
+    from tlgp_torch.training.direct import DirectTrainer
+    from tlgp_torch.training.prepare import prepare
+
+    assert likelihoods.NumericalWarning is exact.NumericalWarning is NumericalWarning
+    x = torch.arange(12, dtype=torch.float64).reshape(6, 2)
+    x[5] = x[0]
+    with pytest.warns(NumericalWarning, match="1 duplicate training point"):
+        prepare(DirectTrainer(device="cpu"), (x, x.sum(1)), None)
