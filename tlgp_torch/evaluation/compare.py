@@ -57,8 +57,8 @@ def compare_methods(trainers: dict[str, Callable[[int], Any]], train: AtomDatase
     summary = []
     for name in trainers:
         rows = [r for r in runs if r["method"] == name]
-        summary.append({"set": label, "method": name, "repeats": len(rows), **{k: median(rows, k) for k in SUMMARY_KEYS},
-                        "unit": rows[0]["unit"]})
+        summary.append({"set": label, "method": name, "repeats": len(rows),
+                        **{k: median(rows, k) for k in SUMMARY_KEYS}, "unit": rows[0]["unit"]})
     base = summary[0]
     for s in summary:
         s["speedup"] = base["wall_s"] / s["wall_s"] if s["wall_s"] > 0 else math.nan

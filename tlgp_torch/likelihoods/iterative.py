@@ -51,7 +51,12 @@ class IterativeEstimate:
 
 @dataclass(frozen=True)
 class SolverSettings:
-    """gpytorch settings of every solve of an IterativeLikelihood (see IterativeLikelihood.context)."""
+    """gpytorch settings of every solve of an IterativeLikelihood (see IterativeLikelihood.context).
+
+    Example:
+        >>> SolverSettings(cg_tolerance=1e-6).max_cg_iterations
+        3000
+    """
 
     cg_tolerance: float = 1e-4
     max_cg_iterations: int = 3000
