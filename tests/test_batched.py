@@ -46,8 +46,8 @@ def test_failed_member_is_reported_alone():
     u = torch.zeros(2, 3, dtype=torch.float64)
     u[1, 0] = float("nan")
     states = final_states(DirectTrainer(), lik, u)
-    assert "failed" in states[1] and "positive definite" in states[1]["failed"]
-    assert "failed" not in states[0] and states[0]["ll_concentrated"] > -1e300
+    assert states[1].failed and "positive definite" in states[1].failure
+    assert not states[0].failed and states[0].ll_concentrated > -1e300
 
 
 def test_memory_chunked_batch_equals_unchunked(water_tasks, monkeypatch):
@@ -55,7 +55,7 @@ def test_memory_chunked_batch_equals_unchunked(water_tasks, monkeypatch):
     and starts travel with their chunk."""
     trainer = DirectTrainer(restarts=3, seed=5)
     whole = trainer.fit_many(water_tasks[:3])
-    monkeypatch.setattr("tlgp_torch.training.multistart.members_per_chunk", lambda n, budget: 2)
+    monkeypatch.setattr("tlgp_torch.training.multistart.members_that_fit", lambda n, buffers, budget, itemsize: 2)
     chunked = trainer.fit_many(water_tasks[:3])
     for a, b in zip(whole, chunked):
         assert b.status == "ok" and b.ll_concentrated == pytest.approx(a.ll_concentrated, rel=1e-9)

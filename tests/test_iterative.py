@@ -8,15 +8,16 @@ import torch
 from tlgp_torch.io.ichor_csv import read_ichor_csv
 from tlgp_torch.likelihoods.exact import FFLUXLikelihood
 from tlgp_torch.likelihoods.iterative import IterativeLikelihood
+from tlgp_torch.likelihoods.memory import ITERATIVE_DENSE_BUFFERS, exact_buffers, nn_bytes
 from tlgp_torch.models.posterior import fflux_weights
-from tlgp_torch.training.iterative import IterativeSettings, choose_relax_path, exact_bytes, iterative_dense_bytes
+from tlgp_torch.training.iterative import IterativeSettings, choose_relax_path
 from tlgp_torch.training.transfer import TransferTrainer
 
 
 def test_path_choice_from_memory(caplog):
     cpu = torch.device("cpu")
-    assert exact_bytes(1000) == 4 * 8 * 10**6
-    assert exact_bytes(10000) == 1.25 * 8 * 10**8  # the lean path from LEAN_MIN_N points
+    assert nn_bytes(1000, exact_buffers(1000)) == 4 * 8 * 10**6
+    assert nn_bytes(10000, exact_buffers(10000)) == 1.25 * 8 * 10**8  # the lean path from LEAN_MIN_N points
     assert choose_relax_path("auto", 100, cpu, 0.5) == "exact"
     with caplog.at_level(logging.WARNING):
         assert choose_relax_path("auto", 10**7, cpu, 0.5) == "iterative"  # 3.2 PB of n x n matrices
@@ -42,7 +43,7 @@ def test_iterative_relaxation_matches_the_exact_path(methanol, monkeypatch):
     that nugget; weights = Cholesky weights. 100 landmarks are too few for this kernel (L-BFGS stalls 3 % below
     the optimum, measured): the rank doubles to 200 and the relaxation reaches the optimum."""
     train, val = methanol
-    monkeypatch.setattr("tlgp_torch.training.iterative.exact_bytes", lambda n, members=1, itemsize=8: 2**60)
+    monkeypatch.setattr("tlgp_torch.training.iterative.exact_buffers", lambda n: 2.0**40)  # over any budget
     it = IterativeSettings(preconditioner_rank=100, trace_samples=32)  # dense kernel; KeOps: tests/test_keops.py
     trainer = TransferTrainer(seed=0, iterative=it)                # default nugget 1e-10: raised to the floor
     res = trainer.fit(train, "iqa")
@@ -71,7 +72,7 @@ def test_kernel_storage_choice(monkeypatch):
         IterativeSettings(kernel="lazy")
     import tlgp_torch.kernels.keops as kk
     cpu = torch.device("cpu")
-    assert iterative_dense_bytes(1000) == 5 * 8 * 10**6
+    assert nn_bytes(1000, ITERATIVE_DENSE_BUFFERS) == 5 * 8 * 10**6
     monkeypatch.setattr(kk, "keops_available", lambda: False)
     with pytest.raises(ImportError, match=r"tlgp_torch\[keops\]"):
         IterativeSettings(kernel="keops").kernel_storage(100, cpu)
@@ -183,9 +184,9 @@ def test_iterative_relaxation_reports_progress(fflux_dir, monkeypatch, caplog):
         out = relax_iterative(train.x, train.property("iqa"), train.cyclic, torch.ones(3, dtype=torch.float64), 1e-6,
                               IterativeSettings(max_iter=3), history=history)
     lines = [r.getMessage() for r in caplog.records if "iteration" in r.getMessage()]
-    assert len(lines) == out["steps"] == len(history) and "ll estimate" in lines[-1]
-    assert [h["iter"] for h in history] == list(range(1, out["steps"] + 1))
-    assert history[-1]["best_ll"] == pytest.approx(out["ll_concentrated_estimate"], rel=1e-3)
+    assert len(lines) == out.steps == len(history) and "ll estimate" in lines[-1]
+    assert [h["iter"] for h in history] == list(range(1, out.steps + 1))
+    assert history[-1]["best_ll"] == pytest.approx(out.ll_concentrated_estimate, rel=1e-3)
 
 
 def test_unconverged_cg_doubles_the_landmarks(fflux_dir, caplog):
@@ -198,6 +199,6 @@ def test_unconverged_cg_doubles_the_landmarks(fflux_dir, caplog):
     with caplog.at_level(logging.WARNING):
         out = relax_iterative(train.x, train.property("iqa"), train.cyclic, torch.ones(3, dtype=torch.float64), 1e-6,
                               it)
-    assert out["ranks"][:2] == [2, 4] and out["ranks"][-1] > 4
+    assert out.ranks[:2] == [2, 4] and out.ranks[-1] > 4
     assert "CG stopped at 12 iterations" in caplog.text and "with 2 landmarks; restarting with 4" in caplog.text
-    assert math.isfinite(out["ll_concentrated_estimate"]) and out["steps"] >= 1
+    assert math.isfinite(out.ll_concentrated_estimate) and out.steps >= 1

@@ -71,4 +71,4 @@ def test_iterative_estimate_with_keops_equals_it_without():
     out = relax_iterative(x, y, cyclic, u.exp(), 1e-6, IterativeSettings(kernel="keops", max_iter=1,
                                                                          preconditioner_rank=50, trace_samples=4),
                           lower=u - 1.0, upper=u + 1.0)
-    assert out["kernel"] == "keops" and out["steps"] == 1 and not torch.equal(out["theta"], u.exp())
+    assert out.kernel == "keops" and out.steps == 1 and not torch.equal(out.theta, u.exp())

@@ -123,7 +123,7 @@ def test_bad_arguments():
 
 LEAN_PEAK = """
 import sys, torch
-from tlgp_torch.objectives import FFLUXLikelihood
+from tlgp_torch.likelihoods.exact import FFLUXLikelihood
 n, lean = 3000, sys.argv[1] == "lean"
 def status(key):
     return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
@@ -141,7 +141,8 @@ print((status("VmHWM") - base) / (n * n * 8), float(ev.ll[0]), float(ev.grad[0, 
 """
 
 
-@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="peak-memory reset needs a writable Linux /proc/self/clear_refs")
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK),
+                    reason="peak-memory reset needs a writable Linux /proc/self/clear_refs")
 def test_lean_path_needs_about_one_matrix():
     """Peak memory of one N=3000 likelihood+gradient: the lean path needs ~1 n x n matrix, the batched one ~4;
     both give the same numbers."""
@@ -154,3 +155,20 @@ def test_lean_path_needs_about_one_matrix():
     assert math.isfinite(out["lean"][1])
     assert out["lean"][1] == pytest.approx(out["batched"][1], rel=1e-12)
     assert out["lean"][2] == pytest.approx(out["batched"][2], rel=1e-9)
+
+
+def test_one_numerical_warning_class():
+    """The package warns with linear_operator's NumericalWarning (re-exported by likelihoods), so one filter
+    catches both gpytorch's and ours; e.g. duplicate training points."""
+    from linear_operator.utils.warnings import NumericalWarning
+
+    import tlgp_torch.likelihoods as likelihoods
+    from tlgp_torch.likelihoods import exact
+    from tlgp_torch.training.direct import DirectTrainer
+    from tlgp_torch.training.prepare import prepare
+
+    assert likelihoods.NumericalWarning is exact.NumericalWarning is NumericalWarning
+    x = torch.arange(12, dtype=torch.float64).reshape(6, 2)
+    x[5] = x[0]
+    with pytest.warns(NumericalWarning, match="1 duplicate training point"):
+        prepare(DirectTrainer(device="cpu"), (x, x.sum(1)), None)

@@ -15,7 +15,7 @@ import torch
 
 from tlgp_torch.config.experiment import Config, load_config
 from tlgp_torch.data.dataset import AtomDataset
-from tlgp_torch.evaluation.compare import compare_methods, format_table, validation_metrics, warm_up
+from tlgp_torch.evaluation.compare import compare_methods, format_metric, format_table, validation_metrics, warm_up
 from tlgp_torch.evaluation.metrics import errors
 from tlgp_torch.export.ferebus import to_ferebus_model
 from tlgp_torch.io.atomic import atomic_write_text
@@ -75,10 +75,6 @@ def _merge_results(path: pathlib.Path, row: dict[str, Any]) -> None:
         new = pd.concat([old[~same], new], ignore_index=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, new.to_csv(index=False))
-
-
-def _fmt(value: float, spec: str = ".4g") -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
 def _export_ferebus(cfg: Config, atom: str, prop: str, result, out: pathlib.Path) -> pathlib.Path | None:
@@ -156,7 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     done += 1
                     _say(f"{name} {result.method}: {result.wall_time:.2f} s (batch of {len(batch)}), "
                          f"{result.n_full_evals} full-set evals, ll_conc {result.ll_concentrated:.2f}, "
-                         f"val MAE {_fmt(metrics['val_mae'])} {metrics['unit']}"
+                         f"val MAE {format_metric(metrics['val_mae'])} {metrics['unit']}"
                          + (f" -> {model_file}" if model_file else ""))
     except KeyboardInterrupt:
         raise _Interrupted(f"interrupted: {done} model(s) finished this run are saved under {out}; run the same "

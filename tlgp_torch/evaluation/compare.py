@@ -125,8 +125,8 @@ def compare_methods(trainers: dict[str, Callable[[int], Any]], train: AtomDatase
     summary = []
     for name in trainers:
         rows = [r for r in runs if r["method"] == name]
-        summary.append({"set": label, "method": name, "repeats": len(rows), **{k: median(rows, k) for k in SUMMARY_KEYS},
-                        "unit": rows[0]["unit"]})
+        summary.append({"set": label, "method": name, "repeats": len(rows),
+                        **{k: median(rows, k) for k in SUMMARY_KEYS}, "unit": rows[0]["unit"]})
     base = summary[0]
     for s in summary:
         s["speedup"] = base["wall_s"] / s["wall_s"] if s["wall_s"] > 0 else math.nan
@@ -135,7 +135,13 @@ def compare_methods(trainers: dict[str, Callable[[int], Any]], train: AtomDatase
     return summary, runs
 
 
-def _fmt(value: Any, spec: str) -> str:
+def format_metric(value: Any, spec: str = ".4g") -> str:
+    """value formatted with the format spec, or "-" when it is missing (None or NaN), for tables and logs.
+
+    Example:
+        >>> format_metric(0.123456), format_metric(float("nan")), format_metric(2.5, "+.3f")
+        ('0.1235', '-', '+2.500')
+    """
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
@@ -154,9 +160,9 @@ def format_table(summary: list[dict]) -> str:
     lines = [head, "-" * len(head)]
     for s in summary:
         lines.append(f"{s['set']:<20} {s['method']:<6} {s['wall_s']:>8.2f} {s['n_full_evals']:>10.0f} "
-                     f"{s['full_eval_equiv']:>7.0f} {s['ll_concentrated']:>12.3f} {_fmt(s['val_mae'], '.4f'):>9} "
-                     f"{s['unit']:<7} {_fmt(s['speedup'], '.2f'):>8} {_fmt(s['dll_pct'], '+.3f'):>8} "
-                     f"{_fmt(s['mae_ratio'], '.3f'):>9}")
+                     f"{s['full_eval_equiv']:>7.0f} {s['ll_concentrated']:>12.3f} "
+                     f"{format_metric(s['val_mae'], '.4f'):>9} {s['unit']:<7} {format_metric(s['speedup'], '.2f'):>8} "
+                     f"{format_metric(s['dll_pct'], '+.3f'):>8} {format_metric(s['mae_ratio'], '.3f'):>9}")
     return "\n".join(lines)
 
 

@@ -32,6 +32,7 @@ import warnings
 from dataclasses import dataclass, fields
 
 import torch
+from linear_operator.utils.warnings import NumericalWarning
 
 from tlgp_torch.kernels.formula import (
     SqDistContraction,
@@ -42,14 +43,12 @@ from tlgp_torch.kernels.formula import (
     wrap_correction,
 )
 from tlgp_torch.likelihoods.gls import cholesky_in_place, factor_solve, gls_from_solves
+from tlgp_torch.likelihoods.memory import CPU_CALL_BUFFERS, CPU_CALL_BYTES, LEAN_MIN_N, members_that_fit
 
 KINDS = ("concentrated", "marginal")
 LOG_2PI = math.log(2.0 * math.pi)
-LEAN_MIN_N = 4096  # from this N on, members are evaluated in one n x n buffer (see FFLUXLikelihood, lean)
 
-
-class NumericalWarning(RuntimeWarning):
-    """A kernel matrix needed more jitter than its nugget to factorise (a RuntimeWarning)."""
+__all__ = ["KINDS", "LEAN_MIN_N", "Evaluation", "FFLUXLikelihood", "NumericalWarning", "fflux_log_likelihood"]
 
 
 @dataclass
@@ -85,6 +84,22 @@ class Evaluation:
     nugget: torch.Tensor
     jittered: torch.Tensor
     failed: torch.Tensor
+    ll_concentrated: torch.Tensor
+    ll_marginal: torch.Tensor
+    mean_gls: torch.Tensor
+
+
+@dataclass
+class Statistics:
+    """Both objectives of members from their Cholesky factors (each [b]; a [b, N]): the optimised ll, its mean,
+    process variance sigma2, weights a = R^-1 (y - mean) and gradient scale (1 / sigma2 or 1), and both FFLUX
+    likelihoods with the GLS mean."""
+
+    ll: torch.Tensor
+    mean: torch.Tensor
+    a: torch.Tensor
+    sigma2: torch.Tensor
+    scale: torch.Tensor
     ll_concentrated: torch.Tensor
     ll_marginal: torch.Tensor
     mean_gls: torch.Tensor
@@ -182,10 +197,10 @@ class FFLUXLikelihood:
         if n_cyc and need <= cache_bytes and not self.lean:
             xc = x[..., self.cyc_idx].transpose(-1, -2)  # [G, Dc, N]
             self.cyc_cache = wrap_correction(xc.unsqueeze(-1) - xc.unsqueeze(-2))  # [G, Dc, N, N]
-        # On the CPU a batch is evaluated a few members at a time: n x n buffers of tens of MB come from fresh
-        # mmaps (page faults on every call) and fall out of cache, which made batched fits slower than one by one.
-        per_member = self.n * self.n * x.element_size()
-        self.members_per_call = max(1, int(8 * 2**20 // per_member)) if x.device.type == "cpu" else 1 << 30
+        # On the CPU a batch is evaluated a few members at a time, their n x n buffers kept in cache (memory.py).
+        on_cpu = x.device.type == "cpu"
+        per_call = members_that_fit(self.n, CPU_CALL_BUFFERS, CPU_CALL_BYTES, x.element_size())
+        self.members_per_call = per_call if on_cpu else 1 << 30
 
     @property
     def n_params(self) -> int:
@@ -251,8 +266,8 @@ class FFLUXLikelihood:
         theta, nug = self.split(params)
         K = self.sq_dist(theta, groups).neg_().exp_()
         L, nug_eff, jittered, failed = self._cholesky(K, nug)
-        st = self._statistics(L, self.y[groups])
-        a, scale = st["a"], st["scale"]
+        stats = self._statistics(L, self.y[groups])
+        a, scale = stats.a, stats.scale
         g = None
         if grad:
             # M = (a a^T / s - R^-1) o K; dll/du_d = -1/2 theta_d sum_ij M_ij Delta_ij,d^2
@@ -268,9 +283,9 @@ class FFLUXLikelihood:
             g[:, : self.d] = -0.5 * theta * contr
             if self.learn_nugget:
                 g[:, self.d] = 0.5 * nug_eff * trace_w
-        return self._finish(st, g, nug_eff, jittered, failed)
+        return self._finish(stats, g, nug_eff, jittered, failed)
 
-    def _statistics(self, L: torch.Tensor, y: torch.Tensor) -> dict:
+    def _statistics(self, L: torch.Tensor, y: torch.Tensor) -> Statistics:
         """Both objectives from the lower Cholesky factor L [b, N, N] (lower triangle read only) of members with
         targets y [b, N]."""
         n = self.n
@@ -284,24 +299,23 @@ class FFLUXLikelihood:
         a_bar = sol[..., 0] - mu_bar.unsqueeze(-1) * sol[..., 1]
         quad_bar = ((y - mu_bar.unsqueeze(-1)) * a_bar).sum(-1)
         ll_marg = -0.5 * quad_bar - 0.5 * logdet - 0.5 * n * LOG_2PI
-        st = {"ll_conc": ll_conc, "ll_marg": ll_marg, "mu_gls": mu_gls}
         if self.kind == "concentrated":
-            st.update(ll=ll_conc, mu=mu_gls, a=a_gls, sigma2=sigma2_gls, scale=1.0 / sigma2_gls)
-        else:
-            st.update(ll=ll_marg, mu=mu_bar, a=a_bar, sigma2=quad_bar / n, scale=torch.ones_like(quad_bar))
-        return st
+            return Statistics(ll=ll_conc, mean=mu_gls, a=a_gls, sigma2=sigma2_gls, scale=1.0 / sigma2_gls,
+                              ll_concentrated=ll_conc, ll_marginal=ll_marg, mean_gls=mu_gls)
+        return Statistics(ll=ll_marg, mean=mu_bar, a=a_bar, sigma2=quad_bar / n, scale=torch.ones_like(quad_bar),
+                          ll_concentrated=ll_conc, ll_marginal=ll_marg, mean_gls=mu_gls)
 
     @staticmethod
-    def _finish(st: dict, g, nug_eff, jittered, failed) -> Evaluation:
-        """The Evaluation of statistics st, with ll = -inf and a zero gradient for failed members."""
-        ll, ll_conc, ll_marg = st["ll"], st["ll_conc"], st["ll_marg"]
+    def _finish(stats: Statistics, g, nug_eff, jittered, failed) -> Evaluation:
+        """The Evaluation of statistics stats, with ll = -inf and a zero gradient for failed members."""
+        ll, ll_conc, ll_marg = stats.ll, stats.ll_concentrated, stats.ll_marginal
         if bool(failed.any()):
             ninf = torch.full_like(ll, -math.inf)
             ll, ll_conc, ll_marg = (torch.where(failed, ninf, v) for v in (ll, ll_conc, ll_marg))
             if g is not None:
                 g[failed] = 0.0
-        return Evaluation(ll=ll, grad=g, mean=st["mu"], sigma2=st["sigma2"], nugget=nug_eff, jittered=jittered,
-                          failed=failed, ll_concentrated=ll_conc, ll_marginal=ll_marg, mean_gls=st["mu_gls"])
+        return Evaluation(ll=ll, grad=g, mean=stats.mean, sigma2=stats.sigma2, nugget=nug_eff, jittered=jittered,
+                          failed=failed, ll_concentrated=ll_conc, ll_marginal=ll_marg, mean_gls=stats.mean_gls)
 
     def _evaluate_lean(self, params: torch.Tensor, groups: torch.Tensor, grad: bool) -> Evaluation:
         """One member in one n x n buffer A: K, then its Cholesky factor, then R^-1, all in place (LAPACK works on
@@ -325,13 +339,13 @@ class FFLUXLikelihood:
                 failed[0] = True
                 A.zero_().diagonal().fill_(1.0)  # L = I: finite statistics, ll reported as -inf
                 break
-        st = self._statistics(A.mT.unsqueeze(0), y)
+        stats = self._statistics(A.mT.unsqueeze(0), y)
         g = None
         if grad:
             g = params.new_zeros(1, self.n_params)
             if not bool(failed[0]):
-                g[0] = self._lean_gradient(A, xg, theta[0], st["a"][0], st["scale"][0], float(nug_eff[0]))
-        return self._finish(st, g, nug_eff, jittered, failed)
+                g[0] = self._lean_gradient(A, xg, theta[0], stats.a[0], stats.scale[0], float(nug_eff[0]))
+        return self._finish(stats, g, nug_eff, jittered, failed)
 
     def _lean_gradient(self, A: torch.Tensor, xg: torch.Tensor, theta: torch.Tensor, a: torch.Tensor,
                        scale: torch.Tensor, nug: float) -> torch.Tensor:

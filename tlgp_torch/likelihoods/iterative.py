@@ -33,7 +33,7 @@ from tlgp_torch.kernels.blocked import BlockedKernelOperator
 from tlgp_torch.kernels.formula import cyclic_indices
 from tlgp_torch.kernels.lean import lean_kernel_matrix
 
-__all__ = ["KERNEL_STORAGE", "IterativeEstimate", "IterativeLikelihood"]
+__all__ = ["KERNEL_STORAGE", "IterativeEstimate", "IterativeLikelihood", "SolverSettings"]
 
 KERNEL_STORAGE = ("dense", "blocked", "keops")  # how the iterative path holds the n x n kernel
 
@@ -63,6 +63,22 @@ class IterativeEstimate:
     mean: float
     sigma2: float
     cg_unconverged: str = ""  # gpytorch's message when a CG solve stopped at max_cg_iterations above its tolerance
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    """gpytorch settings of every solve of an IterativeLikelihood (see IterativeLikelihood.context).
+
+    Example:
+        >>> SolverSettings(cg_tolerance=1e-6).max_cg_iterations
+        3000
+    """
+
+    cg_tolerance: float = 1e-4
+    max_cg_iterations: int = 3000
+    preconditioner_rank: int = 500   # landmarks of the Nystroem preconditioner
+    trace_samples: int = 64          # probe vectors of the log-determinant and its gradient
+    lanczos_iterations: int = 200    # of the stochastic Lanczos quadrature
 
 
 class IterativeLikelihood:
@@ -124,9 +140,9 @@ class IterativeLikelihood:
         self.cyc_idx = cyclic_indices(cyclic)
         self.nugget = float(nugget)
         self.seed = seed
-        self.settings = dict(cg_tolerance=cg_tolerance, max_cg_iterations=max_cg_iterations,
-                             preconditioner_rank=preconditioner_rank, trace_samples=trace_samples,
-                             lanczos_iterations=lanczos_iterations)
+        self.settings = SolverSettings(cg_tolerance=cg_tolerance, max_cg_iterations=max_cg_iterations,
+                                       preconditioner_rank=preconditioner_rank, trace_samples=trace_samples,
+                                       lanczos_iterations=lanczos_iterations)
         self.n_evals = 0
         self.pivots: torch.Tensor | None = None  # preconditioner landmarks, fixed at the first evaluation
         # centre m0 of y and scale s of the constant column, fixed at the first evaluation (see __call__)
@@ -135,15 +151,15 @@ class IterativeLikelihood:
 
     def context(self) -> ExitStack:
         """gpytorch settings of every solve: CG + Lanczos at any N, preconditioned from the first point on."""
-        s = self.settings
+        solver = self.settings
         stack = ExitStack()
         for ctx in (gpytorch.settings.max_cholesky_size(0), gpytorch.settings.min_preconditioning_size(0),
-                    gpytorch.settings.cg_tolerance(s["cg_tolerance"]),
-                    gpytorch.settings.eval_cg_tolerance(s["cg_tolerance"]),
-                    gpytorch.settings.max_cg_iterations(s["max_cg_iterations"]),
-                    gpytorch.settings.max_preconditioner_size(s["preconditioner_rank"]),
-                    gpytorch.settings.num_trace_samples(s["trace_samples"]),
-                    gpytorch.settings.max_lanczos_quadrature_iterations(s["lanczos_iterations"]),
+                    gpytorch.settings.cg_tolerance(solver.cg_tolerance),
+                    gpytorch.settings.eval_cg_tolerance(solver.cg_tolerance),
+                    gpytorch.settings.max_cg_iterations(solver.max_cg_iterations),
+                    gpytorch.settings.max_preconditioner_size(solver.preconditioner_rank),
+                    gpytorch.settings.num_trace_samples(solver.trace_samples),
+                    gpytorch.settings.max_lanczos_quadrature_iterations(solver.lanczos_iterations),
                     gpytorch.settings.fast_computations(covar_root_decomposition=True, log_prob=True, solves=True)):
             stack.enter_context(ctx)
         return stack
@@ -160,11 +176,12 @@ class IterativeLikelihood:
         if self.storage == "keops":
             return self.kernel(self.x).add_diagonal(nugget)
         # theta = 1 / (2 l^2) with l = exp(raw): log theta = log(1/2) - 2 raw
-        u = math.log(0.5) - 2.0 * self.kernel.raw_lengthscale.reshape(-1)
+        # the same values as log_theta, but a function of raw_lengthscale, so that gradients reach it
+        log_theta_of_raw = math.log(0.5) - 2.0 * self.kernel.raw_lengthscale.reshape(-1)
         if self.storage == "blocked":
-            return BlockedKernelOperator(self.x, u, self.cyc_idx).add_diagonal(nugget)
+            return BlockedKernelOperator(self.x, log_theta_of_raw, self.cyc_idx).add_diagonal(nugget)
         cyclic = self.kernel.cyclic if self.kernel.cyclic.numel() else None
-        return DenseLinearOperator(lean_kernel_matrix(u, self.x, cyclic)).add_diagonal(nugget)
+        return DenseLinearOperator(lean_kernel_matrix(log_theta_of_raw, self.x, cyclic)).add_diagonal(nugget)
 
     def preconditioned(self, log_theta: torch.Tensor, grad: bool = True):
         """operator(log_theta) with a Nystroem preconditioner P = L L^T + nugget I on fixed landmarks.
@@ -178,7 +195,7 @@ class IterativeLikelihood:
         from tlgp_torch.kernels.cyclic_rbf import CyclicRBFKernel
         R = self.operator(log_theta)
         if self.pivots is None:
-            rank = min(self.settings["preconditioner_rank"], self.n)
+            rank = min(self.settings.preconditioner_rank, self.n)
             with torch.no_grad():
                 _, perm = R._linear_op.pivoted_cholesky(rank=rank, return_pivots=True)
             self.pivots = perm[:rank].clone()

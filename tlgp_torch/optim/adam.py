@@ -69,15 +69,15 @@ def batched_adam(
     calm = torch.zeros(B, dtype=torch.long, device=dev)
     active = torch.isfinite(f)
     reason = ["running" if bool(a) else "infeasible start" for a in active]
-    it = 0
+    iteration = 0
     while bool(active.any()):
-        it += 1
+        iteration += 1
         idx = torch.nonzero(active).flatten()
         gi = torch.nan_to_num(g[idx])
         m[idx] = betas[0] * m[idx] + (1 - betas[0]) * gi
         v[idx] = betas[1] * v[idx] + (1 - betas[1]) * gi * gi
-        mh = m[idx] / (1 - betas[0] ** it)
-        vh = v[idx] / (1 - betas[1] ** it)
+        mh = m[idx] / (1 - betas[0] ** iteration)
+        vh = v[idx] / (1 - betas[1] ** iteration)
         x[idx] = torch.maximum(torch.minimum(x[idx] - lr * mh / (vh.sqrt() + eps), hi[idx]), lo[idx])
         f_old = f[idx].clone()
         f[idx], g[idx] = fun(x[idx], idx)
@@ -89,12 +89,13 @@ def batched_adam(
         small = stop.small_change(f_old, f[idx], f_scale)
         calm[idx] = torch.where(small, calm[idx] + 1, torch.zeros_like(calm[idx]))
         for k in idx.tolist():
-            why = "converged" if int(calm[k]) >= stop.patience else ("max_iter" if int(n_iter[k]) >= stop.max_iter else None)
+            why = ("converged" if int(calm[k]) >= stop.patience
+                   else "max_iter" if int(n_iter[k]) >= stop.max_iter else None)
             if why:
                 active[k] = False
                 reason[k] = why
         if callback is not None:
-            callback(it, best_f, active)
+            callback(iteration, best_f, active)
     converged = torch.tensor([r == "converged" for r in reason], device=dev)
     return OptimResult(x=best_x, f=best_f, grad=best_g, n_iter=n_iter, n_evals=n_evals, converged=converged,
                        reason=reason)

@@ -67,7 +67,7 @@ def timed(times: dict[str, float], key: str, device: torch.device) -> Iterator[N
 
 def memory_budget(device: torch.device, fraction: float = 0.5) -> int:
     """Bytes we allow one batched evaluation to use: a fraction of free GPU memory or of available RAM (8 GiB
-    assumed where /proc/meminfo cannot be read)."""
+    assumed where /proc/meminfo cannot be read; what each path needs is likelihoods.memory's rule)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * fraction)
@@ -77,14 +77,3 @@ def memory_budget(device: torch.device, fraction: float = 0.5) -> int:
         return int(info.get("MemAvailable", 8 * 2**30) * fraction)
     except OSError:
         return int(8 * 2**30 * fraction)
-
-
-def members_per_chunk(n_points: int, budget: int, itemsize: int = 8, matrices: int = 6) -> int:
-    """How many batch members of n_points fit in `budget` bytes (about `matrices` n x n buffers each; at least 1).
-
-    Example:
-        >>> members_per_chunk(1000, 2**30)          # 2^30 / (6 * 1000^2 * 8 bytes)
-        22
-    """
-    per = matrices * n_points * n_points * itemsize
-    return max(1, budget // per)

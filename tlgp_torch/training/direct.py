@@ -9,7 +9,7 @@ from tlgp_torch.runtime.device import resolve_device, timed
 from tlgp_torch.training.final import final_states
 from tlgp_torch.training.multistart import make_likelihood, optimise
 from tlgp_torch.training.prepare import generator, prepare_tasks
-from tlgp_torch.training.result import TrainResult, build_results
+from tlgp_torch.training.result import DirectInfo, TrainResult, build_results
 from tlgp_torch.training.settings import FitSettings
 from tlgp_torch.training.starts import feature_spread, initial_parameters, parameter_bounds
 
@@ -63,8 +63,8 @@ class DirectTrainer(FitSettings):
         with timed(times, "evaluation", device):
             states = final_states(self, lik, u_best)
         evals = res.n_evals.reshape(B, R)
-        infos = [{"restart_ll": (-f[b] * n).tolist(), "restart_iters": res.n_iter.reshape(B, R)[b].tolist(),
-                  "restart_evals": evals[b].tolist(), "restart_reason": res.reason[b * R:(b + 1) * R],
-                  "best_restart": int(best[b])} for b in range(B)]
+        infos = [DirectInfo(restart_ll=(-f[b] * n).tolist(), restart_iters=res.n_iter.reshape(B, R)[b].tolist(),
+                            restart_evals=evals[b].tolist(), restart_reason=res.reason[b * R:(b + 1) * R],
+                            best_restart=int(best[b])) for b in range(B)]
         return build_results(self, "DL", states, x, y, cyclic, names, -f.min(1).values * n, times,
                              evals.sum(1).tolist(), history, infos)

@@ -1,38 +1,68 @@
 """The final evaluation of a fit: both FFLUX likelihoods, mean, nugget and sigma^2 per task."""
 from __future__ import annotations
 
+import math
 import warnings
+from dataclasses import dataclass
 
 import torch
+from linear_operator.utils.warnings import NumericalWarning
 
-from tlgp_torch.likelihoods.exact import FFLUXLikelihood, NumericalWarning
+from tlgp_torch.likelihoods.exact import FFLUXLikelihood
 from tlgp_torch.training.settings import FitSettings
 
 
-def final_states(s: FitSettings, lik: FFLUXLikelihood, u: torch.Tensor) -> list[dict]:
-    """Per task (group b of lik, parameters u[b]): both FFLUX likelihoods, prediction mean, nugget, sigma2.
+@dataclass
+class FinalState:
+    """One task's model at the end of a fit, or why it failed (failure set, theta NaN, likelihoods -inf)."""
 
-    A task whose kernel matrix cannot be factorised even with jitter gets {"failed": reason}; others go on.
+    theta: torch.Tensor      # [D] FFLUX theta
+    nugget: float            # the nugget used (fixed, learned, or raised by jitter)
+    mean: float              # constant mean for predictions (y units)
+    sigma2: float            # process variance (1 for the marginal likelihood)
+    ll_concentrated: float   # FFLUX concentrated log-likelihood at theta and nugget
+    ll_marginal: float       # FFLUX marginal log-likelihood (NaN where not computed)
+    failure: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True when the task has no usable model (see failure)."""
+        return self.failure is not None
+
+    @classmethod
+    def failed_with(cls, failure: str, d: int, like: torch.Tensor) -> FinalState:
+        """The state of a failed task of d features: NaN hyperparameters, -inf likelihoods (theta as `like`)."""
+        nan = math.nan
+        return cls(theta=like.new_full((d,), nan), nugget=nan, mean=nan, sigma2=nan, ll_concentrated=-math.inf,
+                   ll_marginal=-math.inf, failure=failure)
+
+
+def final_states(settings: FitSettings, lik: FFLUXLikelihood, log_params: torch.Tensor) -> list[FinalState]:
+    """Per task (group b of lik, parameters log_params[b]): both FFLUX likelihoods, prediction mean, nugget, sigma2.
+
+    A task whose kernel matrix cannot be factorised even with jitter gets a failed FinalState; others go on.
     """
-    b = u.shape[0]
-    finite = torch.isfinite(u).all(-1)
-    ev = lik(torch.nan_to_num(u), torch.arange(b, device=u.device), grad=False,
-             member_group=torch.arange(b, device=u.device))
+    b = log_params.shape[0]
+    finite = torch.isfinite(log_params).all(-1)
+    ev = lik(torch.nan_to_num(log_params), torch.arange(b, device=log_params.device), grad=False,
+             member_group=torch.arange(b, device=log_params.device))
     out = []
     for k in range(b):
         if not bool(finite[k]) or bool(ev.failed[k]):
-            out.append({"failed": f"kernel matrix not positive definite even with jitter up to {lik.max_jitter:.1e} "
-                                  "(duplicate training points, or a periodic feature spanning the whole circle)"})
+            out.append(FinalState.failed_with(
+                f"kernel matrix not positive definite even with jitter up to {lik.max_jitter:.1e} (duplicate training "
+                "points, or a periodic feature spanning the whole circle)", lik.d, log_params))
             continue
         nugget = float(ev.nugget[k])
         if bool(ev.jittered[k]):
-            start = float(u[k, -1].exp()) if lik.learn_nugget else lik.nugget
+            start = float(log_params[k, -1].exp()) if lik.learn_nugget else lik.nugget
             warnings.warn(f"kernel matrix needed jitter: nugget raised from {start:.3g} to {nugget:.3g} "
                           "(near-duplicate training points, or a periodic feature spanning the whole circle: the "
                           "wrapped-difference kernel is not positive definite at long lengthscales)",
                           NumericalWarning, stacklevel=3)
-        out.append({"theta": u[k, : lik.d].exp(), "nugget": nugget,
-                    "mean": float(ev.mean_gls[k]) if s.mean_rule == "gls" else float(lik.y[k].mean()),
-                    "sigma2": float(ev.sigma2[k]) if s.likelihood == "concentrated" else 1.0,
-                    "ll_concentrated": float(ev.ll_concentrated[k]), "ll_marginal": float(ev.ll_marginal[k])})
+        out.append(FinalState(
+            theta=log_params[k, : lik.d].exp(), nugget=nugget,
+            mean=float(ev.mean_gls[k]) if settings.mean_rule == "gls" else float(lik.y[k].mean()),
+            sigma2=float(ev.sigma2[k]) if settings.likelihood == "concentrated" else 1.0,
+            ll_concentrated=float(ev.ll_concentrated[k]), ll_marginal=float(ev.ll_marginal[k])))
     return out

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 import gpytorch
 import torch
 
-from tlgp_torch.likelihoods.exact import LEAN_MIN_N
+from tlgp_torch.likelihoods.memory import (
+    GLS_WEIGHTS_BUFFERS,
+    GLS_WEIGHTS_FRACTION,
+    ITERATIVE_DENSE_BUFFERS,
+    LEAN_MIN_N,
+    exact_buffers,
+    nn_bytes,
+)
 from tlgp_torch.optim.lbfgs import batched_lbfgs
 from tlgp_torch.optim.stopping import StoppingRule
 from tlgp_torch.runtime.device import memory_budget
@@ -19,7 +26,7 @@ from tlgp_torch.training import settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IterativeSettings", "choose_relax_path", "exact_bytes", "iterative_dense_bytes", "relax_iterative"]
+__all__ = ["IterativeRelaxation", "IterativeSettings", "choose_relax_path", "relax_iterative"]
 
 RELAX_PATHS = ("auto", "exact", "iterative")
 KERNEL_MODES = ("auto", "dense", "blocked", "keops")
@@ -64,24 +71,29 @@ class IterativeSettings:
             raise ImportError("IterativeSettings(kernel='keops') needs pykeops: pip install 'tlgp_torch[keops]'")
         if self.kernel != "auto":
             return self.kernel
-        if iterative_dense_bytes(n) <= memory_budget(device, fraction):
+        if nn_bytes(n, ITERATIVE_DENSE_BUFFERS) <= memory_budget(device, fraction):
             return "dense"
         # on the CPU KeOps was no faster than blocked (N=2000: 166-172 s against 148-169 s per estimate, measured)
         # and needs a compiler at first use
         return "keops" if device.type == "cuda" and keops_available() else "blocked"
 
 
-def exact_bytes(n: int, members: int = 1, itemsize: int = 8) -> int:
-    """Memory of one exact likelihood+gradient evaluation: K, L, R^-1 and a temporary n x n per member, or from
-    LEAN_MIN_N points on the lean path's single n x n buffer (+ a quarter for row-block temporaries)."""
-    return int((1.25 if n >= LEAN_MIN_N else 4) * members * n * n * itemsize)
+@dataclass
+class IterativeRelaxation:
+    """What relax_iterative returns for one target of N points and D features."""
 
-
-def iterative_dense_bytes(n: int, itemsize: int = 8) -> int:
-    """Memory of one dense iterative evaluation: the kernel, its n x n gradient in linear_operator's backward, an
-    n x n buffer of that backward and row-block temporaries (measured 5.6 n^2 doubles over the process at N=3000,
-    where the blocks are 0.23 n^2 each)."""
-    return int(5 * n * n * itemsize)
+    theta: torch.Tensor              # [D] FFLUX theta at the accepted point
+    nugget: float                    # the nugget used (raised to IterativeSettings.nugget_floor)
+    mean: float                      # GLS mean (y units)
+    sigma2: float                    # process variance estimate at theta
+    weights: torch.Tensor            # [N] FFLUX weights R^-1 (y - mean)
+    ll_concentrated_estimate: float  # CG/Lanczos estimate of the concentrated log-likelihood at theta
+    steps: int                       # L-BFGS iterations over all preconditioner stages
+    evals: int                       # likelihood estimates, the final one included
+    ranks: list[int]                 # preconditioner landmarks of each stage
+    reason: str                      # why L-BFGS stopped in the last stage
+    seconds: float                   # wall time (not device-synchronised)
+    kernel: str                      # how the kernel was held: "dense", "blocked" or "keops"
 
 
 def choose_relax_path(path: str, n: int, device: torch.device, fraction: float) -> str:
@@ -90,7 +102,7 @@ def choose_relax_path(path: str, n: int, device: torch.device, fraction: float) 
         raise ValueError(f"relax_path must be one of {RELAX_PATHS}, got {path!r}")
     if path != "auto":
         return path
-    need, budget = exact_bytes(n), memory_budget(device, fraction)
+    need, budget = nn_bytes(n, exact_buffers(n)), memory_budget(device, fraction)
     chosen = "exact" if need <= budget else "iterative"
     if chosen == "iterative":
         log.warning("relaxation of N=%d on %s: the exact path needs %.1f GB > budget %.1f GB: iterative "
@@ -103,37 +115,39 @@ def choose_relax_path(path: str, n: int, device: torch.device, fraction: float) 
 
 
 def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | None, theta0: torch.Tensor,
-                    nugget: float, it: IterativeSettings = IterativeSettings(), lower: torch.Tensor | None = None,
+                    nugget: float, iterative: IterativeSettings | None = None, lower: torch.Tensor | None = None,
                     upper: torch.Tensor | None = None, memory: tuple | None = None, history: list | None = None,
-                    memory_fraction: float = 0.5) -> dict:
+                    memory_fraction: float = 0.5) -> IterativeRelaxation:
     """Relax one target (x [N, D], y [N]) from theta0 by L-BFGS on the CG/Lanczos estimate of the concentrated ll.
 
     The objective is the exact path's (FFLUX concentrated likelihood in log theta, GLS mean, fixed nugget), with
-    the nugget raised to it.nugget_floor; lower/upper bound log theta, memory seeds L-BFGS's curvature pairs;
-    memory_fraction of the free memory decides how the kernel is held (it.kernel="auto").
-    Each iteration is appended to `history`; a progress line is logged (INFO) every PROGRESS_EVERY_S. Returns theta, nugget, mean, sigma2, FFLUX weights, the ll estimate, iterations, evaluations and seconds.
+    the nugget raised to iterative.nugget_floor; lower/upper bound log theta, memory seeds L-BFGS's curvature pairs;
+    memory_fraction of the free memory decides how the kernel is held (iterative.kernel="auto").
+    Each iteration is appended to `history`; a progress line is logged (INFO) every PROGRESS_EVERY_S. Returns an
+    IterativeRelaxation. iterative: None means IterativeSettings().
     """
     from tlgp_torch.likelihoods.iterative import IterativeLikelihood
     t0 = time.perf_counter()
+    iterative = IterativeSettings() if iterative is None else iterative
     n = x.shape[0]
-    storage = it.kernel_storage(n, x.device, memory_fraction)
-    nug = max(float(nugget), it.nugget_floor)
+    storage = iterative.kernel_storage(n, x.device, memory_fraction)
+    nug = max(float(nugget), iterative.nugget_floor)
     if nug > float(nugget):
         log.info("iterative relaxation of N=%d: nugget %.1e raised to the iterative path's floor %.1e", n,
                  float(nugget), nug)
     log.info("iterative relaxation of N=%d: kernel %s (%s)", n, storage, {
-        "dense": f"one n x n matrix and its gradient, {iterative_dense_bytes(n) / 1e9:.1f} GB",
+        "dense": f"one n x n matrix and its gradient, {nn_bytes(n, ITERATIVE_DENSE_BUFFERS) / 1e9:.1f} GB",
         "blocked": "recomputed a row block at every product, O(N) memory; slower than dense",
         "keops": "KeOps symbolic products, O(N) memory"}[storage])
-    u = theta0.to(x).log().reshape(1, -1)
-    rank, ranks, evals, iters = it.initial_rank(n), [], 0, 0
-    cap = min(it.max_preconditioner_rank, n)
+    log_theta = theta0.to(x).log().reshape(1, -1)
+    rank, ranks, evals, iters = iterative.initial_rank(n), [], 0, 0
+    cap = min(iterative.max_preconditioner_rank, n)
     last_log, cg_warned = [t0], [False]
     while True:
-        lik = IterativeLikelihood(x, y, cyclic, nug, kernel=storage, cg_tolerance=it.cg_tolerance,
-                                  max_cg_iterations=it.max_cg_iterations, preconditioner_rank=rank,
-                                  trace_samples=it.trace_samples, lanczos_iterations=it.lanczos_iterations,
-                                  seed=it.seed)
+        lik = IterativeLikelihood(x, y, cyclic, nug, kernel=storage, cg_tolerance=iterative.cg_tolerance,
+                                  max_cg_iterations=iterative.max_cg_iterations, preconditioner_rank=rank,
+                                  trace_samples=iterative.trace_samples,
+                                  lanczos_iterations=iterative.lanczos_iterations, seed=iterative.seed)
 
         def fun(p, members, lik=lik, rank=rank):
             est = lik(p[0])
@@ -160,7 +174,8 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
                          "evaluations, %.0f s", n, done + k, ll, rank, evals + lik.n_evals, now - t0)
 
         try:
-            res = batched_lbfgs(fun, u, stop=StoppingRule(rtol=it.rtol, max_iter=it.max_iter), lower=lower,
+            res = batched_lbfgs(fun, log_theta, stop=StoppingRule(rtol=iterative.rtol, max_iter=iterative.max_iter),
+                                lower=lower,
                                 upper=upper, f_scale=n, memory=memory, callback=progress)
         except _CGUnconverged as err:
             # CG ran out of iterations: the preconditioner is too weak for this kernel, and every evaluation would
@@ -172,12 +187,12 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
             rank = min(2 * rank, cap)
             continue
         ranks.append(rank)
-        evals, iters, u, memory = evals + lik.n_evals, iters + int(res.n_iter[0]), res.x, None
+        evals, iters, log_theta, memory = evals + lik.n_evals, iters + int(res.n_iter[0]), res.x, None
         # a line search that cannot go on while the estimated gradient is large: the estimate's gradient does not
         # describe the estimate (too few landmarks for this kernel's spectrum): double the rank, continue from here
         gmax = _projected_gmax(res.x[0], res.grad[0], lower, upper)
-        if res.reason[0] == "max_iter" or gmax <= it.stall_gtol or rank >= cap:
-            if gmax > it.stall_gtol and res.reason[0] != "max_iter":
+        if res.reason[0] == "max_iter" or gmax <= iterative.stall_gtol or rank >= cap:
+            if gmax > iterative.stall_gtol and res.reason[0] != "max_iter":
                 log.warning("iterative relaxation of N=%d stalled at preconditioner rank %d (max_preconditioner_rank)"
                             " with |d ll / d log theta| / N = %.3g: the estimated optimum is unreliable", n, rank,
                             gmax)
@@ -189,10 +204,10 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
     # sigma2 and ll at the accepted point (the last call may be a rejected trial); the GLS mean comes again with the
     # weights, to their tolerance (the training solves' 1e-4 leaves ~1e-7 relative error in it)
     final = lik(res.x[0], grad=False)
-    mean, weights = final_mean_and_weights(x, y, cyclic, theta, nug, final.mean, lik, it)
-    return {"theta": theta, "nugget": nug, "mean": mean, "sigma2": final.sigma2, "weights": weights,
-            "ll_concentrated_estimate": final.ll, "steps": iters, "evals": evals + 1, "ranks": ranks,
-            "reason": res.reason[0], "seconds": time.perf_counter() - t0, "kernel": storage}
+    mean, weights = final_mean_and_weights(x, y, cyclic, theta, nug, final.mean, lik, iterative)
+    return IterativeRelaxation(theta=theta, nugget=nug, mean=mean, sigma2=final.sigma2, weights=weights,
+                               ll_concentrated_estimate=final.ll, steps=iters, evals=evals + 1, ranks=ranks,
+                               reason=res.reason[0], seconds=time.perf_counter() - t0, kernel=storage)
 
 
 def _cg_summary(message: str) -> str:
@@ -207,29 +222,29 @@ class _CGUnconverged(Exception):
     """A CG solve of the relaxation stopped at max_cg_iterations above its tolerance."""
 
 
-def _projected_gmax(u: torch.Tensor, g: torch.Tensor, lower, upper) -> float:
-    """Largest gradient component of a minimisation at u that a bound does not block."""
+def _projected_gmax(point: torch.Tensor, g: torch.Tensor, lower, upper) -> float:
+    """Largest gradient component of a minimisation at point that a bound does not block."""
     free = torch.ones_like(g, dtype=torch.bool)
     if lower is not None:
-        free &= ~((u <= lower.to(u)) & (g > 0))
+        free &= ~((point <= lower.to(point)) & (g > 0))
     if upper is not None:
-        free &= ~((u >= upper.to(u)) & (g < 0))
+        free &= ~((point >= upper.to(point)) & (g < 0))
     return float((g * free).abs().max())
 
 
 def final_mean_and_weights(x, y, cyclic, theta: torch.Tensor, nugget: float, centre: float, lik,
-                           it: IterativeSettings) -> tuple[float, torch.Tensor]:
+                           iterative: IterativeSettings) -> tuple[float, torch.Tensor]:
     """GLS mean and FFLUX weights R^-1 (y - mean) at theta: from one in-place Cholesky factor when a single n x n
-    buffer fits the memory budget, else from one preconditioned CG run to it.weights_tolerance (warned); centre is
-    the estimate's GLS mean, subtracted from y first."""
+    buffer fits the memory budget, else from one preconditioned CG run to iterative.weights_tolerance (warned);
+    centre is the estimate's GLS mean, subtracted from y first."""
     from tlgp_torch.likelihoods.gls import gls_from_solves
     from tlgp_torch.models.posterior import fflux_gls_weights
     n = x.shape[0]
-    if n * n * x.element_size() * 1.1 <= memory_budget(x.device, 0.8):
+    if nn_bytes(n, GLS_WEIGHTS_BUFFERS, 1, x.element_size()) <= memory_budget(x.device, GLS_WEIGHTS_FRACTION):
         return fflux_gls_weights(x, y, theta.reshape(-1), nugget, cyclic, centre=centre)
     log.warning("N=%d: GLS mean and FFLUX weights by preconditioned CG to a relative residual of %.0e (no room for "
-                "one Cholesky factor)", n, it.weights_tolerance)
-    tol = it.weights_tolerance
+                "one Cholesky factor)", n, iterative.weights_tolerance)
+    tol = iterative.weights_tolerance
     with torch.no_grad(), lik.context(), gpytorch.settings.cg_tolerance(tol), gpytorch.settings.eval_cg_tolerance(tol):
         sol = lik.preconditioned(theta.log(), grad=False).solve(torch.stack([y - centre, torch.ones_like(y)], -1))
     mean, weights = gls_from_solves(centre, sol)

@@ -7,63 +7,64 @@ import time
 import torch
 
 from tlgp_torch.likelihoods.exact import FFLUXLikelihood
+from tlgp_torch.likelihoods.memory import MULTISTART_BUFFERS, members_that_fit
 from tlgp_torch.optim.adam import batched_adam
 from tlgp_torch.optim.lbfgs import OptimResult, batched_lbfgs
 from tlgp_torch.optim.stopping import StoppingRule
-from tlgp_torch.runtime.device import members_per_chunk, memory_budget
-from tlgp_torch.training import settings
+from tlgp_torch.runtime.device import memory_budget
+from tlgp_torch.training import settings as training_settings
 from tlgp_torch.training.settings import FitSettings, log
 
 
-def make_likelihood(s: FitSettings, x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | None) -> FFLUXLikelihood:
-    """FFLUX likelihood object for data x [N, D] or [G, N, D] under settings s."""
-    return FFLUXLikelihood(x, y, cyclic=cyclic, kind=s.likelihood, nugget=s.nugget if not s.learn_nugget else s.noise_floor,
-                           learn_nugget=s.learn_nugget)
+def make_likelihood(settings: FitSettings, x: torch.Tensor, y: torch.Tensor,
+                    cyclic: torch.Tensor | None) -> FFLUXLikelihood:
+    """FFLUX likelihood object for data x [N, D] or [G, N, D] under settings."""
+    nugget = settings.noise_floor if settings.learn_nugget else settings.nugget
+    return FFLUXLikelihood(x, y, cyclic=cyclic, kind=settings.likelihood, nugget=nugget,
+                           learn_nugget=settings.learn_nugget)
 
 
-
-
-
-
-def optimise(s: FitSettings, lik: FFLUXLikelihood, u0: torch.Tensor, stop: StoppingRule,
+def optimise(settings: FitSettings, lik: FFLUXLikelihood, starts: torch.Tensor, stop: StoppingRule,
              lower: torch.Tensor, upper: torch.Tensor, member_group: torch.Tensor | None = None,
              history: list | None = None, stage: str = "", optimizer: str | None = None,
              memory: tuple | None = None) -> OptimResult:
-    """Maximise the likelihood from every row of u0, members batched in memory-sized chunks."""
+    """Maximise the likelihood from every row of starts [B, P] (log parameters), members batched in memory-sized
+    chunks."""
     n = lik.n
-    opt = optimizer or s.optimizer
-    u0 = feasible_starts(lik, u0, upper, member_group)
-    chunk = members_per_chunk(n, memory_budget(u0.device, s.memory_fraction))
-    if chunk < u0.shape[0]:
-        log.info("%s: %d members in chunks of %d (memory budget)", stage, u0.shape[0], chunk)
+    opt = optimizer or settings.optimizer
+    starts = feasible_starts(lik, starts, upper, member_group)
+    budget = memory_budget(starts.device, settings.memory_fraction)
+    chunk = members_that_fit(n, MULTISTART_BUFFERS, budget, lik.x.element_size())
+    if chunk < starts.shape[0]:
+        log.info("%s: %d members in chunks of %d (memory budget)", stage, starts.shape[0], chunk)
     parts = []
     t0 = time.perf_counter()
     last = [t0]
-    for start in range(0, u0.shape[0], chunk):
-        sel = torch.arange(start, min(start + chunk, u0.shape[0]), device=u0.device)
+    for start in range(0, starts.shape[0], chunk):
+        sel = torch.arange(start, min(start + chunk, starts.shape[0]), device=starts.device)
         groups = None if member_group is None else member_group[sel]
 
         def fun(p, members, groups=groups):
             ev = lik(p, members, member_group=groups)
             return -ev.ll / n, -ev.grad / n
 
-        def record(it, f, active, start=start):
+        def record(iteration, f, active, start=start):
             now = time.perf_counter()
-            if now - last[0] >= settings.PROGRESS_EVERY_S:
+            if now - last[0] >= training_settings.PROGRESS_EVERY_S:
                 last[0] = now
                 log.info("%s: iteration %d, %d of %d member(s) still optimising, best ll %.2f, %.0f s", stage or "fit",
-                         it, int(active.sum()), active.numel(), float(-(f.min()) * n), now - t0)
+                         iteration, int(active.sum()), active.numel(), float(-(f.min()) * n), now - t0)
             if history is not None:
-                history.append({"stage": stage, "iter": it, "best_ll": float(-(f.min()) * n),
+                history.append({"stage": stage, "iter": iteration, "best_ll": float(-(f.min()) * n),
                                 "active": int(active.sum()) , "chunk_start": start, "t": time.perf_counter() - t0})
 
-        per_member = lambda b: b[sel] if b.dim() == 2 and b.shape[0] == u0.shape[0] else b  # noqa: E731
+        per_member = lambda b: b[sel] if b.dim() == 2 and b.shape[0] == starts.shape[0] else b  # noqa: E731
         kw = dict(stop=stop, lower=per_member(lower), upper=per_member(upper), f_scale=n, callback=record)
         if opt == "lbfgs":
             mem = None if memory is None else tuple(t[sel] for t in memory)
-            parts.append(batched_lbfgs(fun, u0[sel], history_size=s.history_size, memory=mem, **kw))
+            parts.append(batched_lbfgs(fun, starts[sel], history_size=settings.history_size, memory=mem, **kw))
         else:
-            parts.append(batched_adam(fun, u0[sel], lr=s.lr, **kw))
+            parts.append(batched_adam(fun, starts[sel], lr=settings.lr, **kw))
     if len(parts) == 1:
         return parts[0]
     cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
@@ -74,32 +75,22 @@ def optimise(s: FitSettings, lik: FFLUXLikelihood, u0: torch.Tensor, stop: Stopp
                        converged=cat("converged"), reason=sum((p.reason for p in parts), []), memory=memory)
 
 
-def feasible_starts(lik: FFLUXLikelihood, u0: torch.Tensor, upper: torch.Tensor,
+def feasible_starts(lik: FFLUXLikelihood, starts: torch.Tensor, upper: torch.Tensor,
                     member_group: torch.Tensor | None = None, tries: int = 6) -> torch.Tensor:
     """Repair starts whose kernel matrix cannot be factorised (the wrapped-phi kernel is not positive definite
     for long lengthscales): raise all their thetas x10 (towards K = I) until it factorises, at most `tries` times."""
-    u = u0.clone()
+    log_params = starts.clone()
     d = lik.d
-    upper = upper.expand_as(u)
-    todo = torch.arange(u.shape[0], device=u.device)
+    upper = upper.expand_as(log_params)
+    todo = torch.arange(log_params.shape[0], device=log_params.device)
     for _ in range(tries):
-        ev = lik(u[todo], todo, grad=False, member_group=member_group)
+        ev = lik(log_params[todo], todo, grad=False, member_group=member_group)
         todo = todo[ev.failed]
         if not todo.numel():
             break
         log.info("%d start(s) not positive definite: shortening their lengthscales", todo.numel())
-        u[todo, :d] = torch.minimum(u[todo, :d] + math.log(10.0), upper[todo, :d])
-    return u
-
-
-
-
-
-
-
-
-
-
+        log_params[todo, :d] = torch.minimum(log_params[todo, :d] + math.log(10.0), upper[todo, :d])
+    return log_params
 
 
 __all__ = ["feasible_starts", "make_likelihood", "optimise"]

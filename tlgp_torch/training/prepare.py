@@ -4,17 +4,17 @@ from __future__ import annotations
 import warnings
 
 import torch
+from linear_operator.utils.warnings import NumericalWarning
 
-from tlgp_torch.likelihoods.exact import NumericalWarning
 from tlgp_torch.runtime.device import resolve_device
 from tlgp_torch.training.settings import FitSettings
 
 
-def prepare_tasks(s: FitSettings, tasks: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list]:
+def prepare_tasks(settings: FitSettings, tasks: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list]:
     """Stack tasks [(data, prop), ...] sharing N and D into x [B, N, D], y [B, N] (one batched model)."""
     if not tasks:
         raise ValueError("no tasks to fit")
-    prepared = [prepare(s, data, prop) for data, prop in tasks]
+    prepared = [prepare(settings, data, prop) for data, prop in tasks]
     shapes = {tuple(p[0].shape) for p in prepared}
     if len(shapes) > 1:
         raise ValueError(f"tasks batched together need the same number of points and features; got {sorted(shapes)}")
@@ -26,9 +26,9 @@ def prepare_tasks(s: FitSettings, tasks: list) -> tuple[torch.Tensor, torch.Tens
     return x, y, cyc[0], [p[3] for p in prepared]
 
 
-def prepare(s: FitSettings, data, prop: str | None):
+def prepare(settings: FitSettings, data, prop: str | None):
     """(x, y, cyclic, name) on the chosen device from an AtomDataset (+ property) or an (x, y[, cyclic]) tuple."""
-    device = resolve_device(s.device)
+    device = resolve_device(settings.device)
     if isinstance(data, tuple):
         x, y = data[0], data[1]
         cyclic = data[2] if len(data) > 2 else None
@@ -40,8 +40,8 @@ def prepare(s: FitSettings, data, prop: str | None):
                 raise ValueError(f"dataset has properties {names}: name the one to train")
             prop = names[0]
         x, y, cyclic, name = data.x, data.property(prop), data.cyclic, prop
-    x = torch.as_tensor(x).to(device=device, dtype=s.dtype)
-    y = torch.as_tensor(y).to(device=device, dtype=s.dtype).reshape(-1)
+    x = torch.as_tensor(x).to(device=device, dtype=settings.dtype)
+    y = torch.as_tensor(y).to(device=device, dtype=settings.dtype).reshape(-1)
     if x.dim() != 2 or y.numel() != x.shape[0]:
         raise ValueError(f"x must be [N, D] with one target per row; got x {tuple(x.shape)}, y {tuple(y.shape)}")
     if x.shape[0] < 2:

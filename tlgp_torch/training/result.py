@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -10,6 +10,43 @@ import torch
 
 from tlgp_torch.kernels.formula import theta_to_lengthscale
 from tlgp_torch.models.posterior import fflux_predict, fflux_weights
+from tlgp_torch.training.final import FinalState
+
+
+@dataclass
+class DirectInfo:
+    """How one DirectTrainer task was trained (TrainResult.info, with batch_size)."""
+
+    restart_ll: list[float]          # final ll of each restart
+    restart_iters: list[int]         # optimiser iterations of each restart
+    restart_evals: list[int]         # likelihood evaluations of each restart
+    restart_reason: list[str]        # why each restart stopped
+    best_restart: int                # index of the restart kept
+
+
+@dataclass(kw_only=True)
+class TransferInfo:
+    """How one TransferTrainer task was trained (TrainResult.info, with batch_size; None fields are left out)."""
+
+    source_size: int                 # points per source subset
+    n_sources: int
+    source_restarts: int
+    selected_source: int             # index of the source whose hyperparameters seeded the target
+    source_scores: list[float]       # selection score of each source (lower is better)
+    source_ll: list[list[float]]     # [source][restart] final ll on the source subset
+    source_iters: list[int] | None = None  # optimiser iterations of each source restart (exact path)
+    relax_iters: int                 # iterations of the relaxation on the full set
+    relax_reason: str                # why the relaxation stopped
+    no_source: bool                  # every source failed: relaxed from a fresh random start
+    relax_path: str                  # "exact" or "iterative"
+    kernel: str | None = None        # iterative path: how the kernel was held
+    preconditioner_ranks: list[int] | None = None  # iterative path: landmarks of each stage
+    likelihood_note: str | None = None
+
+
+def info_dict(info: DirectInfo | TransferInfo, **more: Any) -> dict[str, Any]:
+    """The TrainResult.info dict of a trainer's info dataclass (fields that are None left out), plus `more`."""
+    return {**{k: v for k, v in asdict(info).items() if v is not None}, **more}
 
 
 @dataclass
@@ -90,22 +127,19 @@ class TrainResult:
                 **{f"t_{k}": v for k, v in self.stage_times.items()}}
 
 
-def build_results(trainer, method: str, states: list[dict], x: torch.Tensor, y: torch.Tensor,
+def build_results(trainer, method: str, states: list[FinalState], x: torch.Tensor, y: torch.Tensor,
                   cyclic: torch.Tensor | None, names: list, ll: torch.Tensor, times: dict[str, float],
-                  full_evals: list[int], history: list, infos: list[dict], **extra) -> list[TrainResult]:
+                  full_evals: list[int], history: list, infos: list[DirectInfo | TransferInfo],
+                  **extra) -> list[TrainResult]:
     """One TrainResult per task of a batched fit (failed tasks get status 'failed' and NaN hyperparameters)."""
     out = []
-    for b, st in enumerate(states):
-        failed = "failed" in st
-        nan = float("nan")
+    for b, state in enumerate(states):
         out.append(TrainResult(
-            method=method, convention=trainer.convention, likelihood=trainer.likelihood,
-            theta=x.new_full((x.shape[-1],), nan) if failed else st["theta"],
-            nugget=nan if failed else st["nugget"], mean=nan if failed else st["mean"],
-            sigma2=nan if failed else st["sigma2"], ll=-math.inf if failed else float(ll[b]),
-            ll_marginal=-math.inf if failed else st["ll_marginal"],
-            ll_concentrated=-math.inf if failed else st["ll_concentrated"], stage_times=dict(times),
-            n_full_evals=full_evals[b], history=history, info={**infos[b], "batch_size": len(states)},
-            x_train=x[b], y_train=y[b], cyclic=cyclic, property_name=names[b],
-            status="failed" if failed else "ok", failure=st.get("failed"), **{k: v[b] for k, v in extra.items()}))
+            method=method, convention=trainer.convention, likelihood=trainer.likelihood, theta=state.theta,
+            nugget=state.nugget, mean=state.mean, sigma2=state.sigma2,
+            ll=-math.inf if state.failed else float(ll[b]), ll_marginal=state.ll_marginal,
+            ll_concentrated=state.ll_concentrated, stage_times=dict(times), n_full_evals=full_evals[b],
+            history=history, info=info_dict(infos[b], batch_size=len(states)), x_train=x[b], y_train=y[b],
+            cyclic=cyclic, property_name=names[b], status="failed" if state.failed else "ok", failure=state.failure,
+            **{k: v[b] for k, v in extra.items()}))
     return out

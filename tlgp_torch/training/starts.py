@@ -42,24 +42,24 @@ def random_log_theta(spread: torch.Tensor, count: int, generator: torch.Generato
     if not hi > lo:
         raise ValueError(f"init_range must be increasing, got {init_range}")
     shift = math.log(min(1.0, 3.0 / spread.numel()))
-    u = torch.rand(count, spread.numel(), generator=generator, dtype=spread.dtype).to(spread.device)
-    return -(2.0 * spread.pow(2)).log() + shift + lo + (hi - lo) * u
+    uniform = torch.rand(count, spread.numel(), generator=generator, dtype=spread.dtype).to(spread.device)
+    return -(2.0 * spread.pow(2)).log() + shift + lo + (hi - lo) * uniform
 
 
-def parameter_bounds(s: FitSettings, spread: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def parameter_bounds(settings: FitSettings, spread: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Box for the optimised parameters (log theta, and log nugget when learned)."""
     lo, hi = log_theta_bounds(spread)
-    if s.learn_nugget:
-        lo = torch.cat([lo, lo.new_tensor([math.log(s.noise_floor)])])
+    if settings.learn_nugget:
+        lo = torch.cat([lo, lo.new_tensor([math.log(settings.noise_floor)])])
         hi = torch.cat([hi, hi.new_tensor([math.log(1.0)])])
     return lo, hi
 
 
-def initial_parameters(s: FitSettings, spread: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
+def initial_parameters(settings: FitSettings, spread: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
     """count random starts: log theta from the feature spreads (+ log nugget, log-uniform in [10 floor, 1e-2])."""
-    u = random_log_theta(spread, count, gen, s.init_range)
-    if s.learn_nugget:
-        lo, hi = math.log(10 * s.noise_floor), math.log(1e-2)
-        ln = lo + (hi - lo) * torch.rand(count, 1, generator=gen, dtype=u.dtype).to(u.device)
-        u = torch.cat([u, ln], 1)
-    return u
+    log_params = random_log_theta(spread, count, gen, settings.init_range)
+    if settings.learn_nugget:
+        lo, hi = math.log(10 * settings.noise_floor), math.log(1e-2)
+        log_nugget = lo + (hi - lo) * torch.rand(count, 1, generator=gen, dtype=log_params.dtype).to(log_params.device)
+        log_params = torch.cat([log_params, log_nugget], 1)
+    return log_params

@@ -16,11 +16,11 @@ from tlgp_torch.data.subsets import complement, random_subsets
 from tlgp_torch.models.posterior import fflux_predict, fflux_weights
 from tlgp_torch.optim.stopping import StoppingRule
 from tlgp_torch.runtime.device import resolve_device, timed
-from tlgp_torch.training.final import final_states
+from tlgp_torch.training.final import FinalState, final_states
 from tlgp_torch.training.iterative import IterativeSettings, choose_relax_path, relax_iterative
 from tlgp_torch.training.multistart import make_likelihood, optimise
 from tlgp_torch.training.prepare import generator, prepare_tasks
-from tlgp_torch.training.result import TrainResult, build_results
+from tlgp_torch.training.result import TrainResult, TransferInfo, build_results
 from tlgp_torch.training.settings import FitSettings
 from tlgp_torch.training.starts import feature_spread, initial_parameters, parameter_bounds
 
@@ -140,8 +140,9 @@ class TransferTrainer(FitSettings):
                                                for b in torch.nonzero(no_source).flatten().tolist()])
         path = choose_relax_path(self.relax_path, n, device, self.memory_fraction)
         if path == "iterative":
-            return self._relax_iterative(x, y, cyclic, names, u_seed, times, history, src, m, K, r, k_best, score, f,
-                                         no_source, device, bounds, memory)
+            return self._relax_iterative(x, y, cyclic, names, u_seed, times=times, history=history, src=src, m=m, K=K,
+                                         r=r, k_best=k_best, score=score, f=f, no_source=no_source, device=device,
+                                         bounds=bounds, memory=memory)
         with timed(times, "relaxation", device):
             lik = make_likelihood(self, x, y, cyclic)
             rel = optimise(self, lik, u_seed, self.stop, torch.stack([lb for lb, _ in bounds]),
@@ -150,15 +151,15 @@ class TransferTrainer(FitSettings):
         with timed(times, "evaluation", device):
             states = final_states(self, lik, rel.x)
         src_evals = src.n_evals.reshape(B, K * r).sum(1)
-        infos = [{"source_size": m, "n_sources": K, "source_restarts": r, "selected_source": int(k_best[b]),
-                  "source_scores": score[b].tolist(), "source_ll": (-f[b] * m).tolist(),
-                  "source_iters": src.n_iter.reshape(B, K * r)[b].tolist(), "relax_iters": int(rel.n_iter[b]),
-                  "relax_reason": rel.reason[b], "no_source": bool(no_source[b]), "relax_path": "exact"}
+        infos = [TransferInfo(source_size=m, n_sources=K, source_restarts=r, selected_source=int(k_best[b]),
+                              source_scores=score[b].tolist(), source_ll=(-f[b] * m).tolist(),
+                              source_iters=src.n_iter.reshape(B, K * r)[b].tolist(), relax_iters=int(rel.n_iter[b]),
+                              relax_reason=rel.reason[b], no_source=bool(no_source[b]), relax_path="exact")
                  for b in range(B)]
         return build_results(self, "TL", states, x, y, cyclic, names, -rel.f * n, times, rel.n_evals.tolist(),
                              history, infos, n_source_evals=src_evals.tolist(), source_size=[m] * B)
 
-    def _relax_iterative(self, x, y, cyclic, names, u_seed, times, history, src, m, K, r, k_best, score, f,
+    def _relax_iterative(self, x, y, cyclic, names, u_seed, *, times, history, src, m, K, r, k_best, score, f,
                          no_source, device, bounds, memory) -> list[TrainResult]:
         """Relax each task on gpytorch's iterative path (no n x n Cholesky); likelihoods are CG/Lanczos estimates.
 
@@ -177,20 +178,20 @@ class TransferTrainer(FitSettings):
                                       lower=bounds[b][0][:d], upper=bounds[b][1][:d], memory=mem, history=history,
                                       memory_fraction=self.memory_fraction)
                 outs.append(out)
-                est = out["ll_concentrated_estimate"]
-                states.append({"theta": out["theta"], "nugget": out["nugget"], "mean": out["mean"],
-                               "sigma2": out["sigma2"], "ll_concentrated": est, "ll_marginal": math.nan})
+                states.append(FinalState(theta=out.theta, nugget=out.nugget, mean=out.mean, sigma2=out.sigma2,
+                                         ll_concentrated=out.ll_concentrated_estimate, ll_marginal=math.nan))
         src_evals = src.n_evals.reshape(B, K * r).sum(1)
-        infos = [{"source_size": m, "n_sources": K, "source_restarts": r, "selected_source": int(k_best[b]),
-                  "source_scores": score[b].tolist(), "source_ll": (-f[b] * m).tolist(),
-                  "relax_iters": outs[b]["steps"], "relax_reason": outs[b]["reason"], "no_source": bool(no_source[b]),
-                  "relax_path": "iterative", "kernel": outs[b]["kernel"], "preconditioner_ranks": outs[b]["ranks"],
-                  "likelihood_note": "ll_concentrated is a CG/Lanczos estimate (iterative path)"} for b in range(B)]
-        ll = torch.tensor([o["ll_concentrated_estimate"] for o in outs], dtype=x.dtype)
-        results = build_results(self, "TL", states, x, y, cyclic, names, ll, times, [o["evals"] for o in outs],
+        infos = [TransferInfo(source_size=m, n_sources=K, source_restarts=r, selected_source=int(k_best[b]),
+                              source_scores=score[b].tolist(), source_ll=(-f[b] * m).tolist(),
+                              relax_iters=outs[b].steps, relax_reason=outs[b].reason, no_source=bool(no_source[b]),
+                              relax_path="iterative", kernel=outs[b].kernel, preconditioner_ranks=outs[b].ranks,
+                              likelihood_note="ll_concentrated is a CG/Lanczos estimate (iterative path)")
+                 for b in range(B)]
+        ll = torch.tensor([o.ll_concentrated_estimate for o in outs], dtype=x.dtype)
+        results = build_results(self, "TL", states, x, y, cyclic, names, ll, times, [o.evals for o in outs],
                                 history, infos, n_source_evals=src_evals.tolist(), source_size=[m] * B)
         for res, out in zip(results, outs):
-            res.__dict__["weights"] = out["weights"]  # CG solve: no n x n factorisation later either
+            res.__dict__["weights"] = out.weights  # CG solve: no n x n factorisation later either
         return results
 
     def _holdout_mae(self, x, y, cyclic, subsets, lik_s, u_src) -> torch.Tensor:
