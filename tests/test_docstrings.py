@@ -58,13 +58,13 @@ MODULES = [
     "tlgp_torch.generation.report",
     "tlgp_torch.generation.molecules",
     "tlgp_torch.generation.xtb",
-    "tlgp_torch.generation.generate",
+    "tlgp_torch.generation.pipeline",
 ]
 
 # modules whose examples need an optional extra: module -> the packages it needs (skipped without them)
 OPTIONAL = {"tlgp_torch.kernels.keops": ("pykeops",), "tlgp_torch.evaluation.metrics": ("matplotlib",),
             "tlgp_torch.runtime.submit": ("submitit",), "tlgp_torch.generation.xtb": ("tblite", "ase"),
-            "tlgp_torch.generation.generate": ("tblite", "ase")}
+            "tlgp_torch.generation.pipeline": ("tblite", "ase")}
 
 # modules that export no function or class (only constants, or helpers that other modules use)
 NOT_EXPORTED = {"tlgp_torch.units", "tlgp_torch.likelihoods.gls"}
@@ -112,13 +112,6 @@ def _import(name: str):
     """The module, or a pytest skip naming the optional packages it needs."""
     for pkg in OPTIONAL.get(name, ()):
         pytest.importorskip(pkg, reason=f"{name}'s examples need {pkg}")
-    if name.startswith("tlgp_torch.generation."):
-        # Resolve the package's lazy exports first: importing the submodule generation.generate directly binds
-        # the package attribute `generate` to that submodule, and a later `from tlgp_torch.generation import
-        # generate` (the CLI) would then get the module instead of the function.
-        package = importlib.import_module("tlgp_torch.generation")
-        for export in package.__all__:
-            getattr(package, export)
     return importlib.import_module(name)
 
 

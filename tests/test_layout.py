@@ -102,3 +102,14 @@ def test_unit_constants_are_defined_once():
                     if isinstance(t, ast.Name) and t.id in ("HARTREE_TO_KJMOL", "HARTREE_TO_EV", "ANGSTROM_TO_BOHR"):
                         owners.setdefault(t.id, []).append(str(path.relative_to(PKG)))
     assert owners and all(v == ["units.py"] for v in owners.values()), owners
+
+
+def test_no_submodule_shadows_a_name_its_package_exports():
+    """A package attribute that is both a lazily exported function and a submodule name is rebound to the
+    submodule once that is imported (generation.generate did this to the CLI's `data generate`)."""
+    import importlib
+
+    for init in PKG.rglob("__init__.py"):
+        package = importlib.import_module(_module_name(init))
+        clashes = [n for n in getattr(package, "__all__", ()) if (init.parent / f"{n}.py").exists()]
+        assert not clashes, f"{package.__name__}: {clashes}"

@@ -11,7 +11,7 @@ _EXPORTS = {
     "GenerationConfig": "config", "MoleculeSpec": "config", "SamplingSpec": "config", "SplitSpec": "config",
     "load_generation_config": "config",
     "GenerationError": "errors", "MoleculeError": "errors",
-    "GenerationReport": "report", "generate": "generate", "plan_tasks": "generate",
+    "GenerationReport": "report", "generate": "pipeline", "plan_tasks": "pipeline",
     "Molecule": "molecules", "check_geometry": "molecules", "load_molecule": "molecules", "read_xyz": "molecules",
     "GFN2": "xtb", "QMSettings": "xtb", "SCFError": "xtb",
 }

@@ -98,7 +98,7 @@ def generate(cfg: GenerationConfig, workers: int | None = None, in_process: bool
         >>> path = pathlib.Path(tmp.name) / "water.toml"
         >>> _ = path.write_text(text)
         >>> cfg = load_generation_config(path)
-        >>> from tlgp_torch.generation.generate import generate
+        >>> from tlgp_torch.generation.pipeline import generate
         >>> report = generate(cfg, in_process=True)           # GFN2-xTB, about a second for water
         >>> report.n_train, report.n_validation, report.alf["O1"]
         (4, 2, [1, 2, 3])
