@@ -12,6 +12,8 @@ from tlgp_torch.training.prepare import generator, prepare_tasks
 from tlgp_torch.training.result import TrainResult, build_results
 from tlgp_torch.training.settings import FitSettings
 from tlgp_torch.training.starts import feature_spread, initial_parameters, parameter_bounds
+from tlgp_torch.training.user_fit import check_fit_arguments, fit_user_model
+from tlgp_torch.training.user_model import is_user_model
 
 
 @dataclass
@@ -26,7 +28,11 @@ class DirectTrainer(FitSettings):
             raise ValueError(f"restarts must be >= 1, got {self.restarts}")
 
     def fit(self, data, prop: str | None = None) -> TrainResult:
-        """Train on an AtomDataset (property `prop`) or an (x, y[, cyclic]) tuple."""
+        """Train on an AtomDataset (property `prop`), an (x, y[, cyclic]) tuple, or a user's gpytorch ExactGP / mll
+        (trained in place; see training.user_fit). Anything else is a TypeError listing the accepted forms."""
+        if is_user_model(data):
+            return fit_user_model(self, data, "DL")
+        check_fit_arguments(data, prop)
         result = self.fit_many([(data, prop)])[0]
         if result.status != "ok":
             raise FloatingPointError(result.failure)

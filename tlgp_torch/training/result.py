@@ -38,6 +38,7 @@ class TrainResult:
     property_name: str | None = None
     status: str = "ok"               # "ok" or "failed" (then `failure` says why; other batch members are unaffected)
     failure: str | None = None
+    gp: Any = field(default=None, repr=False)  # the user's trained gpytorch model (user-model fits only)
 
     @property
     def wall_time(self) -> float:

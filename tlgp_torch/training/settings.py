@@ -17,6 +17,7 @@ PROGRESS_EVERY_S = 30.0  # long optimisations log a progress line this often (lo
 
 
 OPTIMIZERS = ("lbfgs", "adam")
+USER_PATHS = ("auto", "fast", "generic")
 
 
 @dataclass
@@ -37,6 +38,7 @@ class FitSettings:
     dtype: torch.dtype = torch.float64
     seed: int = 0
     memory_fraction: float = 0.5         # of free RAM / GPU memory one batched evaluation may use
+    user_path: str = "auto"              # user gpytorch models: "auto" (fast where it applies), "fast", "generic"
 
     def __post_init__(self):
         if self.convention not in CONVENTIONS:
@@ -48,6 +50,8 @@ class FitSettings:
                              "with a learned nugget; use likelihood='concentrated'")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.user_path not in USER_PATHS:
+            raise ValueError(f"user_path must be one of {USER_PATHS}, got {self.user_path!r}")
         if self.mean not in ("auto", "gls", "train"):
             raise ValueError(f"mean must be 'auto', 'gls' or 'train', got {self.mean!r}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -23,6 +24,8 @@ from tlgp_torch.training.prepare import generator, prepare_tasks
 from tlgp_torch.training.result import TrainResult, build_results
 from tlgp_torch.training.settings import FitSettings
 from tlgp_torch.training.starts import feature_spread, initial_parameters, parameter_bounds
+from tlgp_torch.training.user_fit import check_fit_arguments, fit_user_model
+from tlgp_torch.training.user_model import is_user_model
 
 log = logging.getLogger(__name__)
 SELECTIONS = ("holdout_mae", "likelihood")
@@ -45,6 +48,7 @@ class TransferTrainer(FitSettings):
     revive_floor: float | None = 1e-3                # floor on 2 theta_d s_d^2 of the seed (None: copy as is)
     relax_path: str = "auto"                         # "exact" (Cholesky), "iterative" (gpytorch CG), "auto": by memory
     iterative: IterativeSettings = field(default_factory=IterativeSettings)
+    transfer_parameters: tuple[str, ...] | Callable[[str], bool] = ("lengthscale",)  # user models, generic path
 
     def __post_init__(self):
         super().__post_init__()
@@ -73,7 +77,11 @@ class TransferTrainer(FitSettings):
         return m
 
     def fit(self, data, prop: str | None = None) -> TrainResult:
-        """Train on an AtomDataset (property `prop`) or an (x, y[, cyclic]) tuple."""
+        """Train on an AtomDataset (property `prop`), an (x, y[, cyclic]) tuple, or a user's gpytorch ExactGP / mll
+        (trained in place; see training.user_fit). Anything else is a TypeError listing the accepted forms."""
+        if is_user_model(data):
+            return fit_user_model(self, data, "TL")
+        check_fit_arguments(data, prop)
         result = self.fit_many([(data, prop)])[0]
         if result.status != "ok":
             raise FloatingPointError(result.failure)
