@@ -11,7 +11,8 @@ features' spreads (as DL on the fast path), constant means at mean(y), outputsca
 noise at nugget x var(y) with the nugget log-uniform in [10 noise_floor, 1e-2], each clamped into the user's
 constraint. TL fits the same model on random subsets (deep copies with set_train_data(..., strict=False)),
 selects a source by hold-out MAE or likelihood per point, copies the selected parameters (lengthscales by
-default) into a fresh start and relaxes on the full mll.
+default) into a data-based start (see random_starts) and relaxes on the full mll; unless the noise is transferred,
+a second member with the source's noise too is relaxed alongside and the better optimum kept.
 """
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def objective(um: UserModel, pv: ParameterVector):
             return math.inf, torch.zeros_like(u)
         if not bool(torch.isfinite(g).all()):
             return math.inf, torch.zeros_like(u)
-        return float(loss), g
+        return float(loss.detach()), g
 
     def fun(u: torch.Tensor, members: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = [one(row) for row in u]
@@ -103,12 +104,16 @@ def optimise_mll(s: FitSettings, um: UserModel, pv: ParameterVector, u0: torch.T
     return res
 
 
-def random_starts(s: FitSettings, um: UserModel, pv: ParameterVector, count: int, gen: torch.Generator
+def random_starts(s: FitSettings, um: UserModel, pv: ParameterVector, count: int, gen: torch.Generator | None
                   ) -> torch.Tensor:
-    """count random starts u [count, P] (see the module docstring); the model's parameters are left unchanged."""
+    """count random starts u [count, P] (see the module docstring); the model's parameters are left unchanged.
+
+    gen=None gives the deterministic start of a TL target (its lengthscales come from the source): the
+    lengthscales as they are, means at mean(y), outputscales at var(y), a Gaussian noise at 1e-2 var(y) (the top
+    of the DL range: from a small noise, short lengthscales that interpolate the data are a basin of their own)."""
     saved = pv.get()
     x2 = um.x.detach().reshape(-1, um.d).to(torch.float64)
-    spread = feature_spread(x2, generator=gen)
+    spread = feature_spread(x2, generator=gen or generator(0))
     y = um.y.detach().to(torch.float64)
     y_mean = y.mean(-1)
     y_var = y.var(-1) if um.n > 1 else torch.ones_like(y_mean)
@@ -119,7 +124,7 @@ def random_starts(s: FitSettings, um: UserModel, pv: ParameterVector, count: int
     starts = []
     for _ in range(count):
         for name, k in um.ard_kernels:
-            if not k.raw_lengthscale.requires_grad:
+            if not k.raw_lengthscale.requires_grad or gen is None:
                 continue
             dims = k.active_dims if k.active_dims is not None else torch.arange(um.d)
             log_theta = random_log_theta(spread[dims.cpu()], 1, gen, s.init_range)[0] - math.log(n_ard)
@@ -131,7 +136,7 @@ def random_starts(s: FitSettings, um: UserModel, pv: ParameterVector, count: int
             set_value(mod, "outputscale", y_var / len(scales))
         lik = um.likelihood
         if isinstance(lik, gpytorch.likelihoods.GaussianLikelihood) and lik.noise_covar.raw_noise.requires_grad:
-            nug = log_uniform(10 * s.noise_floor, 1e-2, 1, gen)
+            nug = log_uniform(10 * s.noise_floor, 1e-2, 1, gen) if gen is not None else torch.full((1,), 1e-2)
             set_value(lik.noise_covar, "noise", (nug[0] * y_var).unsqueeze(-1))
         starts.append(pv.get())
     pv.set(saved)
@@ -230,16 +235,22 @@ def transfer_fit(s, um: UserModel) -> TrainResult:
     with timed(times, "selection", um.x.device):
         k_best = min(range(s.n_sources), key=lambda k: scores[k])
     with timed(times, "transfer", um.x.device):
-        u_seed = random_starts(s, um, pv, 1, generator(s.seed + 1))[0]
+        u_seed = random_starts(s, um, pv, 1, None)[0]
         mask = pv.mask(select)
+        seeds = [u_seed]
         if math.isfinite(scores[k_best]):
             u_seed[mask] = src_u[k_best][mask]
+            noise = pv.mask(lambda name: "noise" in name) & ~mask
+            if bool(noise.any()):  # a second member: the source's noise too (the data-based noise may sit in
+                seeds.append(u_seed.clone())  # another basin than the source's); the better one is kept
+                seeds[-1][noise] = src_u[k_best][noise]
     with timed(times, "relaxation", um.x.device):
-        rel = optimise_mll(s, um, pv, u_seed.unsqueeze(0), s.stop, optimizer=s.relax_optimizer, history=history,
+        rel = optimise_mll(s, um, pv, torch.stack(seeds), s.stop, optimizer=s.relax_optimizer, history=history,
                            stage="relaxation")
     info = {"source_size": m, "n_sources": s.n_sources, "source_restarts": s.source_restarts,
             "selected_source": k_best, "source_scores": scores, "source_ll": src_ll,
-            "transferred": [nm for nm in pv.names if select(nm)], "relax_iters": int(rel.n_iter[0]),
-            "relax_reason": rel.reason[0], "no_source": not math.isfinite(scores[k_best])}
+            "transferred": [nm for nm in pv.names if select(nm)], "relax_iters": rel.n_iter.tolist(),
+            "relax_reason": rel.reason, "relax_ll": (-rel.f * n).tolist(),
+            "no_source": not math.isfinite(scores[k_best])}
     return user_result(s, "TL", um, "generic", times, int(rel.n_evals.sum()), history, info,
                        n_source_evals=src_evals, source_size=m)
