@@ -18,7 +18,22 @@ from tlgp_torch.training.user_model import is_user_model
 
 @dataclass
 class DirectTrainer(FitSettings):
-    """Multi-start DL: `restarts` random starts optimised on the full set (batched), best kept by likelihood."""
+    """Direct learning (DL): `restarts` random starts optimised on the full set (batched), best kept by likelihood.
+
+    Usage: DirectTrainer(**fields).fit(data) with data an AtomDataset (+ property name), an (x, y[, cyclic])
+    tuple, or a user's gpytorch ExactGP / ExactMarginalLogLikelihood (trained in place; see training.user_fit).
+
+    Fields (besides those of FitSettings: convention, likelihood, nugget, noise_floor, optimizer, lr,
+    history_size, stop, init_range, mean, device, dtype, seed, memory_fraction, user_path):
+        restarts: number of random starts R (each with its own L-BFGS history / Adam state and stopping test).
+
+    Example:
+        >>> import torch
+        >>> x = torch.rand(50, 2, dtype=torch.float64)
+        >>> result = DirectTrainer(restarts=2, seed=0, device="cpu").fit((x, x.sum(-1)))
+        >>> len(result.info["restart_ll"])
+        2
+    """
 
     restarts: int = 8
 

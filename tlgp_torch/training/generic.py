@@ -11,8 +11,10 @@ features' spreads (as DL on the fast path), constant means at mean(y), outputsca
 noise at nugget x var(y) with the nugget log-uniform in [10 noise_floor, 1e-2], each clamped into the user's
 constraint. TL fits the same model on random subsets (deep copies with set_train_data(..., strict=False)),
 selects a source by hold-out MAE or likelihood per point, copies the selected parameters (lengthscales by
-default) into a data-based start (see random_starts) and relaxes on the full mll; unless the noise is transferred,
-a second member with the source's noise too is relaxed alongside and the better optimum kept.
+default) into a data-based start (see random_starts) and relaxes on the full mll; unless they are transferred,
+a second seed that also takes the source's outputscales and noise (which go with its lengthscales: long
+lengthscales with a large outputscale, say) is relaxed alongside (batched, one L-BFGS history each) and the better
+optimum kept: relaxing both is what finds the better basin (a few iterations did not tell them apart).
 """
 from __future__ import annotations
 
@@ -240,10 +242,10 @@ def transfer_fit(s, um: UserModel) -> TrainResult:
         seeds = [u_seed]
         if math.isfinite(scores[k_best]):
             u_seed[mask] = src_u[k_best][mask]
-            noise = pv.mask(lambda name: "noise" in name) & ~mask
-            if bool(noise.any()):  # a second member: the source's noise too (the data-based noise may sit in
-                seeds.append(u_seed.clone())  # another basin than the source's); the better one is kept
-                seeds[-1][noise] = src_u[k_best][noise]
+            scale = pv.mask(lambda name: "noise" in name or "outputscale" in name) & ~mask
+            if bool(scale.any()):  # a second seed: the source's outputscales and noise too (they go with its
+                seeds.append(u_seed.clone())  # lengthscales; the data-based ones may start another basin)
+                seeds[-1][scale] = src_u[k_best][scale]
     with timed(times, "relaxation", um.x.device):
         rel = optimise_mll(s, um, pv, torch.stack(seeds), s.stop, optimizer=s.relax_optimizer, history=history,
                            stage="relaxation")

@@ -21,7 +21,32 @@ from tlgp_torch.models.posterior import (
 
 @dataclass
 class TrainResult:
-    """A trained model's hyperparameters and the record of how it was trained."""
+    """A trained model's hyperparameters and the record of how it was trained (what every trainer returns).
+
+    Fields:
+        method: "DL" or "TL". convention: "fflux" or "gpytorch". likelihood: the objective optimised
+            ("concentrated", "marginal", or "exact_mll" for a user's gpytorch model).
+        theta: [D] FFLUX theta = 1 / (2 l^2) (user models: of the first ARD kernel). nugget: noise / outputscale.
+        mean: constant prediction mean (y units). sigma2: process variance (outputscale, y units).
+        ll: final value of the objective (user models: N x gpytorch's exact mll, prior terms included).
+        ll_marginal, ll_concentrated: both FFLUX log-likelihoods at the final hyperparameters (NaN where undefined).
+        stage_times: device-synchronised wall seconds per stage. n_full_evals: objective evaluations on the full
+            set. n_source_evals, source_size: TL's evaluations on subsets and their size.
+        history: per-iteration records (stage, iteration, best ll, active members, seconds).
+        info: method details; for user models info["path"] ("fast", "fast+generic", "generic") and
+            info["path_reason"].
+        x_train, y_train, cyclic, property_name: the training data. status, failure: "ok" or "failed" and why.
+        gp: the user's trained gpytorch model (user-model fits only; predict and model() then use it).
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch import DirectTrainer
+        >>> x = torch.rand(40, 2, dtype=torch.float64)
+        >>> result = DirectTrainer(restarts=2, seed=0, device="cpu").fit((x, x.sum(-1)))
+        >>> mean, var = result.predict(x[:3], return_var=True)
+        >>> mean.shape, bool((var > 0).all())
+        (torch.Size([3]), True)
+    """
 
     method: str                      # "DL" or "TL"
     convention: str                  # "fflux" or "gpytorch"

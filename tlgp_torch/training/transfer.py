@@ -34,7 +34,46 @@ TRANSFERABLE = ("lengthscale", "noise")
 
 @dataclass
 class TransferTrainer(FitSettings):
-    """Seeding-relaxation TL. source_size: points per source (int) or a fraction of N (float in (0, 1])."""
+    """Seeding-relaxation transfer learning (TL) of the hyperparameters.
+
+    seeding: n_sources random subsets of source_size points, each fitted by DL from source_restarts random starts
+    (all batched, stopped by source_stop); selection: the best source by `selection`; transfer: its lengthscales
+    (and what `transfer` / `transfer_parameters` add) seed the target; relaxation: L-BFGS or Adam on the full set.
+
+    Usage: TransferTrainer(**fields).fit(data) with data an AtomDataset (+ property name), an (x, y[, cyclic])
+    tuple, or a user's gpytorch ExactGP / ExactMarginalLogLikelihood (trained in place; see training.user_fit).
+
+    Fields (besides those of FitSettings: convention, likelihood, nugget, noise_floor, optimizer, lr,
+    history_size, stop, init_range, mean, device, dtype, seed, memory_fraction, user_path):
+        n_sources: number of source models (random subsets).
+        source_size: points per source: an int, or a float in (0, 1] for a fraction of N.
+        source_restarts: random starts per source (the best start represents the source).
+        selection: "holdout_mae" (MAE of the source's predictions on the training points outside its subset) or
+            "likelihood" (the source's log-likelihood per point).
+        transfer: what the seed copies from the selected source on the FFLUX path: "lengthscale" (always) and
+            "noise" (the learned nugget, gpytorch convention); outputscale and mean are profiled out.
+        source_stop: the sources' StoppingRule (loose: only the basin matters).
+        relax_optimizer: optimiser of the relaxation ("lbfgs" or "adam"; None: `optimizer`).
+        min_source_size: smallest allowed subset (a ValueError asks for a larger source_size or DirectTrainer).
+        transfer_curvature: seed the relaxation's L-BFGS memory with the selected source's curvature pairs.
+        revive_floor: floor on 2 theta_d s_d^2 of the seed, so a feature a small source switched off can come back
+            (None: copy the source's theta as is).
+        relax_path: "exact" (Cholesky), "iterative" (gpytorch CG + Lanczos, large N), "auto" (by memory).
+        iterative: the IterativeSettings of the iterative relaxation.
+        transfer_parameters: for user models on the generic path, which of the model's parameters the seed
+            copies from the source: name fragments matched against the parameter names (default
+            ("lengthscale",); e.g. ("lengthscale", "outputscale", "noise", "mean_module")) or a predicate
+            name -> bool; the others start from data-based values (constant mean = mean(y), outputscale = var(y),
+            noise = 1e-2 var(y)); a second seed that also takes the source's outputscales and noise is
+            relaxed alongside, and the better optimum kept.
+
+    Example:
+        >>> import torch
+        >>> x = torch.rand(80, 3, dtype=torch.float64)
+        >>> result = TransferTrainer(seed=0, device="cpu").fit((x, torch.sin(3 * x).sum(-1)))
+        >>> result.method, result.source_size
+        ('TL', 24)
+    """
 
     n_sources: int = 2
     source_size: float | int = 0.3
