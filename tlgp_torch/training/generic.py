@@ -13,8 +13,7 @@ constraint. TL fits the same model on random subsets (deep copies with set_train
 selects a source by hold-out MAE or likelihood per point, copies the selected parameters (lengthscales by
 default) into a data-based start (see random_starts) and relaxes on the full mll; unless they are transferred,
 a second seed that also takes the source's outputscales and noise (which go with its lengthscales: long
-lengthscales with a large outputscale, say) is relaxed alongside (batched, one L-BFGS history each) and the better
-optimum kept: relaxing both is what finds the better basin (a few iterations did not tell them apart).
+lengthscales with a large outputscale, say) is compared with it, and the seed with the higher mll is relaxed.
 """
 from __future__ import annotations
 
@@ -240,19 +239,24 @@ def transfer_fit(s, um: UserModel) -> TrainResult:
         u_seed = random_starts(s, um, pv, 1, None)[0]
         mask = pv.mask(select)
         seeds = [u_seed]
+        seed_choice = "data-based scales"
         if math.isfinite(scores[k_best]):
             u_seed[mask] = src_u[k_best][mask]
             scale = pv.mask(lambda name: "noise" in name or "outputscale" in name) & ~mask
             if bool(scale.any()):  # a second seed: the source's outputscales and noise too (they go with its
                 seeds.append(u_seed.clone())  # lengthscales; the data-based ones may start another basin)
                 seeds[-1][scale] = src_u[k_best][scale]
+        if len(seeds) > 1:  # the seed with the higher mll is relaxed (one evaluation each)
+            f0, _ = objective(um, pv)(torch.stack(seeds), torch.arange(len(seeds)))
+            seeds = [seeds[int(f0.argmin())]]
+            seed_choice = "source scales" if int(f0.argmin()) == 1 else "data-based scales"
     with timed(times, "relaxation", um.x.device):
         rel = optimise_mll(s, um, pv, torch.stack(seeds), s.stop, optimizer=s.relax_optimizer, history=history,
                            stage="relaxation")
     info = {"source_size": m, "n_sources": s.n_sources, "source_restarts": s.source_restarts,
             "selected_source": k_best, "source_scores": scores, "source_ll": src_ll,
             "transferred": [nm for nm in pv.names if select(nm)], "relax_iters": rel.n_iter.tolist(),
-            "relax_reason": rel.reason, "relax_ll": (-rel.f * n).tolist(),
+            "relax_reason": rel.reason, "relax_ll": (-rel.f * n).tolist(), "seed": seed_choice,
             "no_source": not math.isfinite(scores[k_best])}
     return user_result(s, "TL", um, "generic", times, int(rel.n_evals.sum()), history, info,
                        n_source_evals=src_evals, source_size=m)
