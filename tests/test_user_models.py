@@ -254,3 +254,33 @@ def test_anisotropic_gp_is_a_user_model_too(xy):
     assert result.info["path"] == "fast" and result.gp is model
     mean, var = result.predict(x[:3], return_var=True)
     assert torch.allclose(mean, y[:3], atol=0.2) and torch.all(var > 0)
+
+
+class BatchGP(gpytorch.models.ExactGP):
+    """Two independent models in one (batch_shape [2]), as gpytorch writes them."""
+
+    def __init__(self, x, y):
+        batch = torch.Size([2])
+        super().__init__(x, y, gpytorch.likelihoods.GaussianLikelihood(batch_shape=batch))
+        self.mean_module = gpytorch.means.ConstantMean(batch_shape=batch)
+        self.covar_module = gpytorch.kernels.ScaleKernel(
+            gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=x.shape[-1], batch_shape=batch), batch_shape=batch)
+
+    def forward(self, x):
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+
+def test_batched_user_model_by_tl():
+    (x1, y1), (x2, y2) = data(n=60, d=3, seed=4), data(n=60, d=3, seed=5)
+    model = BatchGP(torch.stack([x1, x2]), torch.stack([y1, y2])).double()
+    result = TransferTrainer(seed=0, device="cpu").fit(model)
+    assert result.info["path"] == "generic" and "batched" in result.info["path_reason"]
+    singles = []
+    for x, y in ((x1, y1), (x2, y2)):
+        single = UserGP(x, y, "matern25").double()
+        DirectTrainer(restarts=4, seed=0, device="cpu").fit(single)
+        singles.append(final_mll(single))
+    # the batch's mll is the sum of its members' (per point); each member reaches its own DL optimum
+    assert result.ll / 60 >= sum(singles) - 1e-3 * sum(abs(v) for v in singles), (result.ll / 60, singles)
+    mean, var = result.predict(torch.stack([x1[:5], x2[:5]]), return_var=True)
+    assert mean.shape == var.shape == (2, 5)

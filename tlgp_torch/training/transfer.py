@@ -65,7 +65,7 @@ class TransferTrainer(FitSettings):
             ("lengthscale",); e.g. ("lengthscale", "outputscale", "noise", "mean_module")) or a predicate
             name -> bool; the others start from data-based values (constant mean = mean(y), outputscale = var(y),
             noise = 1e-2 var(y)); a second seed that also takes the source's outputscales and noise is
-            relaxed alongside, and the better optimum kept.
+            compared with it (one mll evaluation each), and the better seed is relaxed.
 
     Example:
         >>> import torch
