@@ -159,7 +159,9 @@ def test_fit_gpytorch_mll_tl_on_a_fixed_noise_model(xy):
     lik = gpytorch.likelihoods.FixedNoiseGaussianLikelihood(noise=torch.full((N,), 2.5e-3, dtype=torch.float64))
     model = UserGP(x, y, "matern25", likelihood=lik).double()
     mll = gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
-    result = fit_gpytorch_mll_tl(mll, seed=0, device="cpu", stop=StoppingRule(rtol=1e-5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gpytorch.utils.warnings.GPInputWarning)  # sources must subset the noise
+        result = fit_gpytorch_mll_tl(mll, seed=0, device="cpu", stop=StoppingRule(rtol=1e-5))
     assert result.info["path"] == "generic" and not model.training
     assert "FixedNoiseGaussianLikelihood" not in result.info["path_reason"]  # the kernel sent it there first
     mean, var = result.predict(x[:5], return_var=True)
@@ -205,8 +207,8 @@ def test_user_model_variance_matches_the_closed_form(xy):
     result = TransferTrainer(seed=0, device="cpu").fit(model)
     x_new = data(n=20, seed=3)[0]
     theta = 0.5 / model.covar_module.base_kernel.lengthscale.detach().reshape(-1) ** 2
-    s, noise = float(model.covar_module.outputscale), float(model.likelihood.noise)
-    mu_ref, var_ref = closed_form(x, y, x_new, theta, float(model.mean_module.constant), noise / s, s)
+    s, noise = float(model.covar_module.outputscale.detach()), float(model.likelihood.noise.detach())
+    mu_ref, var_ref = closed_form(x, y, x_new, theta, float(model.mean_module.constant.detach()), noise / s, s)
     mean, var = result.predict(x_new, return_var=True)
     # gpytorch adds no jitter at this noise (1e-3 relative); its Cholesky and a dense LU agree to ~1e-12
     assert torch.allclose(var, var_ref, rtol=0, atol=1e-10 * s)

@@ -218,6 +218,8 @@ def transfer_fit(s, um: UserModel) -> TrainResult:
             idx = subsets[k].to(um.x.device)
             src_mll = copy.deepcopy(um.mll)
             src_mll.model.set_train_data(um.x[..., idx, :].detach(), um.y[..., idx].detach(), strict=False)
+            if isinstance(src_mll.likelihood, gpytorch.likelihoods.FixedNoiseGaussianLikelihood):
+                src_mll.likelihood.noise = um.likelihood.noise[..., idx].detach()  # one noise per training point
             src = inspect_model(src_mll)
             spv = src.parameter_vector()
             res = optimise_mll(s, src, spv, random_starts(s, src, spv, s.source_restarts, gen), s.source_stop,
