@@ -14,8 +14,10 @@ Example:
 from tlgp_torch.config.experiment import Config, load_config
 from tlgp_torch.models.anisotropic_gp import AnisotropicGP
 from tlgp_torch.training.direct import DirectTrainer
+from tlgp_torch.training.mll_fit import fit_gpytorch_mll_tl
 from tlgp_torch.training.result import TrainResult
 from tlgp_torch.training.transfer import TransferTrainer
 from tlgp_torch.version import __version__
 
-__all__ = ["AnisotropicGP", "Config", "DirectTrainer", "TrainResult", "TransferTrainer", "__version__", "load_config"]
+__all__ = ["AnisotropicGP", "Config", "DirectTrainer", "TrainResult", "TransferTrainer", "__version__",
+           "fit_gpytorch_mll_tl", "load_config"]

@@ -223,21 +223,48 @@ class AnisotropicGP(gpytorch.models.ExactGP):
         out = {"theta": theta, "mean": mean, "nugget": noise / scale, "sigma2": scale * self.y_std.square()}
         return out if batch else {k: v if k == "theta" else float(v) for k, v in out.items()}
 
-    def predict(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-        """Posterior mean at x [M, D] (or [B, M, D]) in the units of the training targets: [M] or [B, M]
-        (exact Cholesky, chunked over M; puts the model in eval mode).
+    def process_variance(self) -> torch.Tensor:
+        """sigma^2 in y units, [] or [B]: outputscale y_std^2 (gpytorch convention), else the profiled
+        (y - mu)' R^-1 (y - mu) / N at the model's constant mean (the concentrated likelihood's sigma^2)."""
+        if self.convention == "gpytorch":
+            return self.covar_module.outputscale.detach().reshape(self.batch_shape) * self.y_std.square()
+        x = self.train_inputs[0]
+        self.eval()
+        with torch.no_grad(), gpytorch.settings.max_cholesky_size(MAX_EXACT), \
+                gpytorch.settings.skip_posterior_variances(True):
+            self(x[..., :1, :])  # builds the prediction cache R^-1 (y - mu)
+        alpha = self.prediction_strategy.mean_cache
+        resid = self.train_targets - self.mean_module.constant.detach().unsqueeze(-1)
+        return (resid * alpha).sum(-1) / resid.shape[-1]
 
-        Args:
-            x: points [M, D] (shared by every batch member) or [B, M, D].
-            chunk: points per chunk.
+    def predict(self, x: torch.Tensor, chunk: int = 4096, return_var: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean at x [M, D] (or [B, M, D]) in the units of the training targets: [M] or [B, M]
+        (exact Cholesky, chunked over M); with return_var, also the variance of a new observation in y units,
+        sigma^2 (1 - k' R^-1 k + nugget) with sigma^2 = process_variance() in both conventions (gpytorch's own
+        posterior is in standardised units, and unscaled under the fflux convention).
+
+        Example:
+            >>> x = torch.rand(30, 2, dtype=torch.float64)
+            >>> model = AnisotropicGP(x, x.sum(-1), nugget=1e-6)
+            >>> mean, var = model.predict(x[:4], return_var=True)
+            >>> mean.shape, var.shape
+            (torch.Size([4]), torch.Size([4]))
         """
         self.eval()
-        out = []
+        means, variances = [], []
         x = x.to(self.train_inputs[0])
         if self.batch_shape and x.dim() == 2:
             x = x.expand(*self.batch_shape, *x.shape)
         with torch.no_grad(), gpytorch.settings.max_cholesky_size(MAX_EXACT), \
-                gpytorch.settings.skip_posterior_variances(True), gpytorch.settings.fast_pred_var(False):
+                gpytorch.settings.skip_posterior_variances(not return_var), gpytorch.settings.fast_pred_var(False):
             for start in range(0, x.shape[-2], chunk):
-                out.append(self(x[..., start:start + chunk, :]).mean)
-        return torch.cat(out, -1) * self.y_std.unsqueeze(-1) + self.y_mean.unsqueeze(-1)
+                f = self(x[..., start:start + chunk, :])
+                means.append(f.mean)
+                if return_var:
+                    variances.append(f.variance + self.likelihood.noise)
+        mean = torch.cat(means, -1) * self.y_std.unsqueeze(-1) + self.y_mean.unsqueeze(-1)
+        if not return_var:
+            return mean
+        scale = self.y_std.square() if self.convention == "gpytorch" else self.process_variance()
+        return mean, torch.cat(variances, -1) * scale.unsqueeze(-1)

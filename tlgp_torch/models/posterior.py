@@ -17,9 +17,14 @@ Example:
     >>> p = fflux_predict(x, x, w, theta, mean=0.5)
     >>> bool(torch.allclose(p, y, atol=1e-6))      # interpolates y up to nugget * w (here < 1e-7)
     True
+
+The predictive variance of an observation at x, in the units of y, is
+var(x) = sigma^2 (1 - k(x)' R^-1 k(x) + nugget), R = K + nugget I, with sigma^2 the process variance: the same
+formula in both conventions (gpytorch: outputscale (1 - k' R^-1 k) + noise, noise = nugget outputscale).
 """
 from __future__ import annotations
 
+import gpytorch
 import torch
 
 from tlgp_torch.kernels.formula import fill_rbf_matrix, rbf_matrix
@@ -128,3 +133,59 @@ def fflux_predict(x_new: torch.Tensor, x: torch.Tensor, weights: torch.Tensor, t
         k = rbf_matrix(x_new[..., s:s + chunk, :], x, theta, cyclic)
         out.append((k @ weights.unsqueeze(-1)).squeeze(-1) + m)
     return torch.cat(out, -1)
+
+
+def fflux_factor(x: torch.Tensor, theta: torch.Tensor, nugget: float, cyclic: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """Lower Cholesky factor L [N, N] of R = K(x, x) + nugget I for one model (x [N, D], theta [D])."""
+    return _factor_in_place(x, theta, nugget, cyclic)
+
+
+def profiled_sigma2(y: torch.Tensor, mean: float | torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Process variance sigma^2 = (y - mu)' R^-1 (y - mu) / N profiled at the mean mu (the concentrated likelihood's
+    sigma^2 when mu is the GLS mean): y [..., N], weights R^-1 (y - mu) [..., N]."""
+    mu = torch.as_tensor(mean, dtype=y.dtype, device=y.device).unsqueeze(-1)
+    return ((y - mu) * weights).sum(-1) / y.shape[-1]
+
+
+def fflux_variance(x_new: torch.Tensor, x: torch.Tensor, factor: torch.Tensor, theta: torch.Tensor,
+                   sigma2: float | torch.Tensor, nugget: float, cyclic: torch.Tensor | None = None,
+                   chunk: int = 4096) -> torch.Tensor:
+    """Predictive variance sigma^2 (1 - k' R^-1 k + nugget) at x_new [M, D] (y units), from training x [N, D] and
+    the lower Cholesky factor of R (fflux_factor); chunked over M.
+
+    Example:
+        >>> x = torch.rand(10, 2, dtype=torch.float64); theta = torch.ones(2, dtype=torch.float64)
+        >>> var = fflux_variance(x[:3], x, fflux_factor(x, theta, 1e-6), theta, 2.0, 1e-6)
+        >>> bool((var < 1e-4).all())  # at training points the variance is about the noise, 2e-6
+        True
+    """
+    out = []
+    for s in range(0, x_new.shape[-2], chunk):
+        k = rbf_matrix(x_new[s:s + chunk], x, theta, cyclic)                      # [m, N]
+        v = torch.linalg.solve_triangular(factor, k.mT, upper=False)             # L^-1 k: [N, m]
+        out.append(torch.as_tensor(sigma2, dtype=x.dtype) * (1.0 - v.square().sum(0) + float(nugget)))
+    return torch.cat(out)
+
+
+def gp_predict(model, x: torch.Tensor, return_var: bool = False, max_exact: int = 20000
+               ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean (and the variance of an observation: latent variance + Gaussian noise) of a gpytorch ExactGP
+    at x [*batch, M, D], in the units of its train_targets, by Cholesky up to max_exact points. For a likelihood
+    without a homoscedastic noise (FixedNoiseGaussianLikelihood: the noise at new points is unknown) the variance
+    is the latent one. An AnisotropicGP answers in the units of its raw targets (its own predict)."""
+    from tlgp_torch.models.anisotropic_gp import AnisotropicGP
+
+    if isinstance(model, AnisotropicGP):
+        return model.predict(x, return_var=return_var)
+    model.eval()
+    x = x.to(model.train_inputs[0])
+    with torch.no_grad(), gpytorch.settings.max_cholesky_size(max_exact), \
+            gpytorch.settings.skip_posterior_variances(not return_var):
+        f = model(x)
+        if not return_var:
+            return f.mean
+        var = f.variance
+        if isinstance(model.likelihood, gpytorch.likelihoods.GaussianLikelihood):
+            var = var + model.likelihood.noise
+        return f.mean, var

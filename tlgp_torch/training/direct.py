@@ -12,11 +12,28 @@ from tlgp_torch.training.prepare import generator, prepare_tasks
 from tlgp_torch.training.result import DirectInfo, TrainResult, build_results
 from tlgp_torch.training.settings import FitSettings
 from tlgp_torch.training.starts import feature_spread, initial_parameters, parameter_bounds
+from tlgp_torch.training.user_fit import check_fit_arguments, fit_user_model
+from tlgp_torch.training.user_model import is_user_model
 
 
 @dataclass
 class DirectTrainer(FitSettings):
-    """Multi-start DL: `restarts` random starts optimised on the full set (batched), best kept by likelihood."""
+    """Direct learning (DL): `restarts` random starts optimised on the full set (batched), best kept by likelihood.
+
+    Usage: DirectTrainer(**fields).fit(data) with data an AtomDataset (+ property name), an (x, y[, cyclic])
+    tuple, or a user's gpytorch ExactGP / ExactMarginalLogLikelihood (trained in place; see training.user_fit).
+
+    Fields (besides those of FitSettings: convention, likelihood, nugget, noise_floor, optimizer, lr,
+    history_size, stop, init_range, mean, device, dtype, seed, memory_fraction, user_path):
+        restarts: number of random starts R (each with its own L-BFGS history / Adam state and stopping test).
+
+    Example:
+        >>> import torch
+        >>> x = torch.rand(50, 2, dtype=torch.float64)
+        >>> result = DirectTrainer(restarts=2, seed=0, device="cpu").fit((x, x.sum(-1)))
+        >>> len(result.info["restart_ll"])
+        2
+    """
 
     restarts: int = 8  # random starts, optimised together; the best by likelihood is kept
 
@@ -26,7 +43,11 @@ class DirectTrainer(FitSettings):
             raise ValueError(f"restarts must be >= 1, got {self.restarts}")
 
     def fit(self, data, prop: str | None = None) -> TrainResult:
-        """Train on an AtomDataset (property `prop`) or an (x, y[, cyclic]) tuple."""
+        """Train on an AtomDataset (property `prop`), an (x, y[, cyclic]) tuple, or a user's gpytorch ExactGP / mll
+        (trained in place; see training.user_fit). Anything else is a TypeError listing the accepted forms."""
+        if is_user_model(data):
+            return fit_user_model(self, data, "DL")
+        check_fit_arguments(data, prop)
         result = self.fit_many([(data, prop)])[0]
         if result.status != "ok":
             raise FloatingPointError(result.failure)

@@ -9,7 +9,14 @@ from typing import Any
 import torch
 
 from tlgp_torch.kernels.formula import theta_to_lengthscale
-from tlgp_torch.models.posterior import fflux_predict, fflux_weights
+from tlgp_torch.models.posterior import (
+    fflux_factor,
+    fflux_predict,
+    fflux_variance,
+    fflux_weights,
+    gp_predict,
+    profiled_sigma2,
+)
 from tlgp_torch.training.final import FinalState
 
 
@@ -51,7 +58,32 @@ def info_dict(info: DirectInfo | TransferInfo, **more: Any) -> dict[str, Any]:
 
 @dataclass
 class TrainResult:
-    """A trained model's hyperparameters and the record of how it was trained."""
+    """A trained model's hyperparameters and the record of how it was trained (what every trainer returns).
+
+    Fields:
+        method: "DL" or "TL". convention: "fflux" or "gpytorch". likelihood: the objective optimised
+            ("concentrated", "marginal", or "exact_mll" for a user's gpytorch model).
+        theta: [D] FFLUX theta = 1 / (2 l^2) (user models: of the first ARD kernel). nugget: noise / outputscale.
+        mean: constant prediction mean (y units). sigma2: process variance (outputscale, y units).
+        ll: final value of the objective (user models: N x gpytorch's exact mll, prior terms included).
+        ll_marginal, ll_concentrated: both FFLUX log-likelihoods at the final hyperparameters (NaN where undefined).
+        stage_times: device-synchronised wall seconds per stage. n_full_evals: objective evaluations on the full
+            set. n_source_evals, source_size: TL's evaluations on subsets and their size.
+        history: per-iteration records (stage, iteration, best ll, active members, seconds).
+        info: method details; for user models info["path"] ("fast", "fast+generic", "generic") and
+            info["path_reason"].
+        x_train, y_train, cyclic, property_name: the training data. status, failure: "ok" or "failed" and why.
+        gp: the user's trained gpytorch model (user-model fits only; predict and model() then use it).
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch import DirectTrainer
+        >>> x = torch.rand(40, 2, dtype=torch.float64)
+        >>> result = DirectTrainer(restarts=2, seed=0, device="cpu").fit((x, x.sum(-1)))
+        >>> mean, var = result.predict(x[:3], return_var=True)
+        >>> mean.shape, bool((var > 0).all())
+        (torch.Size([3]), True)
+    """
 
     method: str                      # "DL" or "TL"
     convention: str                  # "fflux" or "gpytorch"
@@ -75,6 +107,7 @@ class TrainResult:
     property_name: str | None = None
     status: str = "ok"               # "ok" or "failed" (then `failure` says why; other batch members are unaffected)
     failure: str | None = None
+    gp: Any = field(default=None, repr=False)  # the user's trained gpytorch model (user-model fits only)
 
     @property
     def wall_time(self) -> float:
@@ -106,13 +139,40 @@ class TrainResult:
         """FFLUX weights w = R^-1 (y - mean)."""
         return fflux_weights(self.x_train, self.y_train, self.theta, self.mean, self.nugget, self.cyclic)
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Predictions at x [M, D] (same units as the training targets)."""
+    @cached_property
+    def factor(self) -> torch.Tensor:
+        """Lower Cholesky factor [N, N] of R = K + nugget I (for predictive variances)."""
+        return fflux_factor(self.x_train, self.theta, self.nugget, self.cyclic)
+
+    @property
+    def predictive_sigma2(self) -> float:
+        """Process variance that scales predictive variances (y units): the learned outputscale (gpytorch
+        convention), else sigma^2 = (y - mean)' R^-1 (y - mean) / N profiled at the prediction mean (the
+        concentrated likelihood's sigma^2; also used after a marginal-likelihood fit, whose kernel has unit
+        amplitude whatever the scale of y)."""
+        if self.convention == "gpytorch" or self.likelihood == "concentrated":
+            return float(self.sigma2)
+        return float(profiled_sigma2(self.y_train, self.mean, self.weights))
+
+    def predict(self, x: torch.Tensor, return_var: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Predictions at x [M, D] in the units of the training targets: mean [M], or (mean [M], variance [M]).
+
+        variance = sigma^2 (1 - k' R^-1 k + nugget), the variance of a new observation (see predictive_sigma2).
+        For a user-model fit both come from the user's gpytorch model (latent variance + Gaussian noise).
+        """
+        if self.gp is not None:
+            return gp_predict(self.gp, x, return_var)
         x = x.to(self.x_train)
-        return fflux_predict(x, self.x_train, self.weights, self.theta, self.mean, self.cyclic)
+        mean = fflux_predict(x, self.x_train, self.weights, self.theta, self.mean, self.cyclic)
+        if not return_var:
+            return mean
+        return mean, fflux_variance(x, self.x_train, self.factor, self.theta, self.predictive_sigma2, self.nugget,
+                                    self.cyclic)
 
     def model(self):
-        """The equivalent gpytorch AnisotropicGP (for gpytorch tooling)."""
+        """The trained gpytorch model: the user's own (user-model fits), else the equivalent AnisotropicGP."""
+        if self.gp is not None:
+            return self.gp
         from tlgp_torch.models.anisotropic_gp import AnisotropicGP
         return AnisotropicGP.from_fflux(self.x_train, self.y_train, self.theta, self.mean, self.nugget,
                                         cyclic=self.cyclic, convention=self.convention, sigma2=self.sigma2)

@@ -17,13 +17,40 @@ PROGRESS_EVERY_S = 30.0  # long optimisations log a progress line this often (lo
 
 
 OPTIMIZERS = ("lbfgs", "adam")
+USER_PATHS = ("auto", "fast", "generic")
 
 
 @dataclass
 class FitSettings:
-    """Model convention, objective and optimiser settings shared by DirectTrainer and TransferTrainer."""
+    """Model convention, objective and optimiser settings shared by DirectTrainer and TransferTrainer.
 
-    convention: str = "fflux"            # "fflux": fixed nugget; "gpytorch": learned noise (nugget = noise / outputscale)
+    The FFLUX kernel is k(x, x') = exp(-sum_d theta_d delta_d^2), theta_d = 1 / (2 l_d^2), with R = K + nugget I.
+
+    Fields:
+        convention: "fflux" (unit amplitude, fixed nugget, constant mean) or "gpytorch" (outputscale sigma^2 and
+            mean profiled, nugget = noise / outputscale learned in [noise_floor, 1]).
+        likelihood: objective of the fflux convention: "concentrated" (-N/2 log sigma^2 - 1/2 log|R| with the GLS
+            mean and sigma^2 profiled out) or "marginal" (training mean, unit amplitude); gpytorch: concentrated.
+        nugget: fixed nugget of the fflux convention (raised by jitter only where R cannot be factorised).
+        noise_floor: lower bound of the learned nugget (gpytorch convention); also the bottom of the generic
+            path's random noise starts (noise = nugget x var(y), nugget log-uniform in [10 noise_floor, 1e-2]).
+        optimizer: "lbfgs" (batched L-BFGS, one history and line search per start) or "adam".
+        lr: Adam's step size (in log theta / the optimised parameters).
+        history_size: L-BFGS curvature pairs kept.
+        stop: the per-member StoppingRule (|change of ll| <= atol + rtol |ll| `patience` times, or max_iter).
+        init_range: random starts draw 2 theta_d s_d^2 log-uniform in this range x min(1, 3 / D) (s_d: the
+            spread of feature d), so a random pair's exponent is O(1) whatever D is.
+        mean: prediction mean: "auto" (GLS if concentrated, else training mean), "gls" or "train".
+        device: "auto" (GPU if available), "cpu", "cuda" or "cuda:k".
+        dtype: of training (float64 by default).
+        seed: of every random draw (starts, subsets); the same seed gives the same result.
+        memory_fraction: fraction of free RAM / GPU memory one batched evaluation may use.
+        user_path: for a user's gpytorch model: "auto" (the analytic fast path where the model is
+            ScaleKernel(ARD RBF / CyclicRBF) + ConstantMean + GaussianLikelihood without priors, else the generic
+            path through gpytorch's mll), "fast" (error if the model does not qualify) or "generic".
+    """
+
+    convention: str = "fflux"            # "fflux": fixed nugget; "gpytorch": learned nugget = noise / outputscale
     likelihood: str = "concentrated"     # "concentrated" or "marginal" (fflux only; gpytorch profiles mean and scale)
     nugget: float = 1e-10                # fixed nugget (fflux) or initial/floor scale (gpytorch: noise_floor)
     noise_floor: float = 1e-8            # lower bound of the learned nugget (gpytorch convention)
@@ -32,11 +59,12 @@ class FitSettings:
     history_size: int = 10               # L-BFGS curvature pairs kept
     stop: StoppingRule = field(default_factory=StoppingRule)
     init_range: tuple[float, float] = (1e-3, 1.0)  # 2 theta_d s_d^2 log-uniform in this range x min(1, 3/D)
-    mean: str = "auto"                   # prediction mean: "auto" (GLS if concentrated else training mean), "gls", "train"
+    mean: str = "auto"                   # prediction mean: "auto" (GLS if concentrated else train), "gls", "train"
     device: str = "auto"                 # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     dtype: torch.dtype = torch.float64
     seed: int = 0                        # random starts and subsets: same seed, same result
     memory_fraction: float = 0.5         # of free RAM / GPU memory one batched evaluation may use
+    user_path: str = "auto"              # user gpytorch models: "auto" (fast where it applies), "fast", "generic"
 
     def __post_init__(self):
         if self.convention not in CONVENTIONS:
@@ -48,6 +76,8 @@ class FitSettings:
                              "with a learned nugget; use likelihood='concentrated'")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.user_path not in USER_PATHS:
+            raise ValueError(f"user_path must be one of {USER_PATHS}, got {self.user_path!r}")
         if self.mean not in ("auto", "gls", "train"):
             raise ValueError(f"mean must be 'auto', 'gls' or 'train', got {self.mean!r}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -23,6 +24,8 @@ from tlgp_torch.training.prepare import generator, prepare_tasks
 from tlgp_torch.training.result import TrainResult, TransferInfo, build_results
 from tlgp_torch.training.settings import FitSettings
 from tlgp_torch.training.starts import feature_spread, initial_parameters, parameter_bounds
+from tlgp_torch.training.user_fit import check_fit_arguments, fit_user_model
+from tlgp_torch.training.user_model import is_user_model
 
 log = logging.getLogger(__name__)
 SELECTIONS = ("holdout_mae", "likelihood")
@@ -31,7 +34,46 @@ TRANSFERABLE = ("lengthscale", "noise")
 
 @dataclass
 class TransferTrainer(FitSettings):
-    """Seeding-relaxation TL. source_size: points per source (int) or a fraction of N (float in (0, 1])."""
+    """Seeding-relaxation transfer learning (TL) of the hyperparameters.
+
+    seeding: n_sources random subsets of source_size points, each fitted by DL from source_restarts random starts
+    (all batched, stopped by source_stop); selection: the best source by `selection`; transfer: its lengthscales
+    (and what `transfer` / `transfer_parameters` add) seed the target; relaxation: L-BFGS or Adam on the full set.
+
+    Usage: TransferTrainer(**fields).fit(data) with data an AtomDataset (+ property name), an (x, y[, cyclic])
+    tuple, or a user's gpytorch ExactGP / ExactMarginalLogLikelihood (trained in place; see training.user_fit).
+
+    Fields (besides those of FitSettings: convention, likelihood, nugget, noise_floor, optimizer, lr,
+    history_size, stop, init_range, mean, device, dtype, seed, memory_fraction, user_path):
+        n_sources: number of source models (random subsets).
+        source_size: points per source: an int, or a float in (0, 1] for a fraction of N.
+        source_restarts: random starts per source (the best start represents the source).
+        selection: "holdout_mae" (MAE of the source's predictions on the training points outside its subset) or
+            "likelihood" (the source's log-likelihood per point).
+        transfer: what the seed copies from the selected source on the FFLUX path: "lengthscale" (always) and
+            "noise" (the learned nugget, gpytorch convention); outputscale and mean are profiled out.
+        source_stop: the sources' StoppingRule (loose: only the basin matters).
+        relax_optimizer: optimiser of the relaxation ("lbfgs" or "adam"; None: `optimizer`).
+        min_source_size: smallest allowed subset (a ValueError asks for a larger source_size or DirectTrainer).
+        transfer_curvature: seed the relaxation's L-BFGS memory with the selected source's curvature pairs.
+        revive_floor: floor on 2 theta_d s_d^2 of the seed, so a feature a small source switched off can come back
+            (None: copy the source's theta as is).
+        relax_path: "exact" (Cholesky), "iterative" (gpytorch CG + Lanczos, large N), "auto" (by memory).
+        iterative: the IterativeSettings of the iterative relaxation.
+        transfer_parameters: for user models on the generic path, which of the model's parameters the seed
+            copies from the source: name fragments matched against the parameter names (default
+            ("lengthscale",); e.g. ("lengthscale", "outputscale", "noise", "mean_module")) or a predicate
+            name -> bool; the others start from data-based values (constant mean = mean(y), outputscale = var(y),
+            noise = 1e-2 var(y)); a second seed that also takes the source's outputscales and noise is
+            compared with it (one mll evaluation each), and the better seed is relaxed.
+
+    Example:
+        >>> import torch
+        >>> x = torch.rand(80, 3, dtype=torch.float64)
+        >>> result = TransferTrainer(seed=0, device="cpu").fit((x, torch.sin(3 * x).sum(-1)))
+        >>> result.method, result.source_size
+        ('TL', 24)
+    """
 
     n_sources: int = 2                  # K: random subsets, one source model each
     source_size: float | int = 0.3      # points per source: a fraction of N (float) or a count (int)
@@ -45,6 +87,7 @@ class TransferTrainer(FitSettings):
     revive_floor: float | None = 1e-3                # floor on 2 theta_d s_d^2 of the seed (None: copy as is)
     relax_path: str = "auto"                         # "exact" (Cholesky), "iterative" (gpytorch CG), "auto": by memory
     iterative: IterativeSettings = field(default_factory=IterativeSettings)
+    transfer_parameters: tuple[str, ...] | Callable[[str], bool] = ("lengthscale",)  # user models, generic path
 
     def __post_init__(self):
         super().__post_init__()
@@ -73,7 +116,11 @@ class TransferTrainer(FitSettings):
         return m
 
     def fit(self, data, prop: str | None = None) -> TrainResult:
-        """Train on an AtomDataset (property `prop`) or an (x, y[, cyclic]) tuple."""
+        """Train on an AtomDataset (property `prop`), an (x, y[, cyclic]) tuple, or a user's gpytorch ExactGP / mll
+        (trained in place; see training.user_fit). Anything else is a TypeError listing the accepted forms."""
+        if is_user_model(data):
+            return fit_user_model(self, data, "TL")
+        check_fit_arguments(data, prop)
         result = self.fit_many([(data, prop)])[0]
         if result.status != "ok":
             raise FloatingPointError(result.failure)

@@ -1,0 +1,264 @@
+"""The generic path: DL and TL of any user ExactGP by autograd through gpytorch's exact marginal log-likelihood.
+
+The objective of a parameter vector u (the model's trainable raw parameters, flattened) is
+f(u) = -mll(u) = -(log p(y | X, u) + log p(u)) / N, summed over batch members: gpytorch's
+ExactMarginalLogLikelihood with the model's prior and added-loss terms, computed by Cholesky up to
+MAX_EXACT points (gpytorch's CG only above). A failed factorisation is f = +inf, which the project's batched
+L-BFGS treats as infeasible (its line search backtracks). Positive parameters are optimised in log space and ARD
+lengthscales within the fast path's box (ParameterVector), so both paths stop at the same optimum when a feature
+is irrelevant and its lengthscale runs up a flat ridge. Starts are random: each ARD lengthscale vector from the
+features' spreads (as DL on the fast path), constant means at mean(y), outputscales at var(y) and a Gaussian
+noise at nugget x var(y) with the nugget log-uniform in [10 noise_floor, 1e-2], each clamped into the user's
+constraint. TL fits the same model on random subsets (deep copies with set_train_data(..., strict=False)),
+selects a source by hold-out MAE or likelihood per point, copies the selected parameters (lengthscales by
+default) into a data-based start (see random_starts) and relaxes on the full mll; unless they are transferred,
+a second seed that also takes the source's outputscales and noise (which go with its lengthscales: long
+lengthscales with a large outputscale, say) is compared with it, and the seed with the higher mll is relaxed.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+
+import gpytorch
+import torch
+from linear_operator.utils.errors import NanError, NotPSDError
+
+from tlgp_torch.data.subsets import complement, random_subsets
+from tlgp_torch.kernels.formula import lengthscale_to_theta, theta_to_lengthscale
+from tlgp_torch.models.anisotropic_gp import MAX_EXACT
+from tlgp_torch.optim.adam import batched_adam
+from tlgp_torch.optim.lbfgs import OptimResult, batched_lbfgs
+from tlgp_torch.optim.stopping import StoppingRule
+from tlgp_torch.runtime.device import timed
+from tlgp_torch.training.prepare import generator
+from tlgp_torch.training.result import TrainResult
+from tlgp_torch.training.settings import FitSettings
+from tlgp_torch.training.starts import feature_spread, random_log_theta
+from tlgp_torch.training.user_model import (
+    ParameterVector,
+    UserModel,
+    inspect_model,
+    log_uniform,
+    name_selector,
+    set_value,
+)
+
+log = logging.getLogger(__name__)
+
+
+def mll_settings():
+    """gpytorch settings of every generic evaluation: Cholesky (no CG) up to MAX_EXACT points."""
+    return gpytorch.settings.max_cholesky_size(MAX_EXACT)
+
+
+def mll_value(um: UserModel) -> float:
+    """The user's mll (per point, prior terms included, summed over batch members) at the current parameters."""
+    um.mll.train()
+    with torch.no_grad(), mll_settings():
+        return float(um.mll(um.model(um.x), um.y).sum())
+
+
+def objective(um: UserModel, pv: ParameterVector):
+    """fun(u [b, P], members [b]) -> (f [b], grad [b, P]) with f = -mll (per point) for the batched optimisers."""
+    def one(u: torch.Tensor) -> tuple[float, torch.Tensor]:
+        pv.set(u)
+        try:
+            with mll_settings():
+                loss = -um.mll(um.model(um.x), um.y).sum()
+                if not bool(torch.isfinite(loss)):
+                    return math.inf, torch.zeros_like(u)
+                g = pv.gradient(loss)
+        except (NotPSDError, NanError, torch.linalg.LinAlgError):
+            return math.inf, torch.zeros_like(u)
+        if not bool(torch.isfinite(g).all()):
+            return math.inf, torch.zeros_like(u)
+        return float(loss.detach()), g
+
+    def fun(u: torch.Tensor, members: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = [one(row) for row in u]
+        return u.new_tensor([f for f, _ in out]), torch.stack([g for _, g in out])
+    return fun
+
+
+def optimise_mll(s: FitSettings, um: UserModel, pv: ParameterVector, u0: torch.Tensor, stop: StoppingRule,
+                 optimizer: str | None = None, history: list | None = None, stage: str = "") -> OptimResult:
+    """Minimise -mll from every row of u0 [R, P] (one L-BFGS history / Adam state per row); the model is left
+    at the best row's parameters."""
+    um.mll.train()
+    t0 = time.perf_counter()
+
+    def record(it, f, active):
+        if history is not None:
+            history.append({"stage": stage, "iter": it, "best_ll": float(-(f.min()) * um.n),
+                            "active": int(active.sum()), "t": time.perf_counter() - t0})
+    spread = feature_spread(um.x.detach().reshape(-1, um.d).to(torch.float64), generator=generator(0))
+    lower, upper = pv.log_lengthscale_box([k for _, k in um.ard_kernels], spread)
+    kw = dict(stop=stop, f_scale=um.n, callback=record, lower=lower.to(u0), upper=upper.to(u0))
+    if (optimizer or s.optimizer) == "lbfgs":
+        res = batched_lbfgs(objective(um, pv), u0, history_size=s.history_size, **kw)
+    else:
+        res = batched_adam(objective(um, pv), u0, lr=s.lr, **kw)
+    pv.set(res.x[int(res.f.argmin())])
+    return res
+
+
+def random_starts(s: FitSettings, um: UserModel, pv: ParameterVector, count: int, gen: torch.Generator | None
+                  ) -> torch.Tensor:
+    """count random starts u [count, P] (see the module docstring); the model's parameters are left unchanged.
+
+    gen=None gives the deterministic start of a TL target (its lengthscales come from the source): the
+    lengthscales as they are, means at mean(y), outputscales at var(y), a Gaussian noise at 1e-2 var(y) (the top
+    of the DL range: from a small noise, short lengthscales that interpolate the data are a basin of their own)."""
+    saved = pv.get()
+    x2 = um.x.detach().reshape(-1, um.d).to(torch.float64)
+    spread = feature_spread(x2, generator=gen or generator(0))
+    y = um.y.detach().to(torch.float64)
+    y_mean = y.mean(-1)
+    y_var = y.var(-1) if um.n > 1 else torch.ones_like(y_mean)
+    y_var = torch.where(y_var > 0, y_var, torch.ones_like(y_var))
+    n_ard = len(um.ard_kernels)
+    scales = [m for m in um.model.modules() if isinstance(m, gpytorch.kernels.ScaleKernel)
+              and m.raw_outputscale.requires_grad]
+    starts = []
+    for _ in range(count):
+        for name, k in um.ard_kernels:
+            if not k.raw_lengthscale.requires_grad or gen is None:
+                continue
+            dims = k.active_dims if k.active_dims is not None else torch.arange(um.d)
+            log_theta = random_log_theta(spread[dims.cpu()], 1, gen, s.init_range)[0] - math.log(n_ard)
+            set_value(k, "lengthscale", theta_to_lengthscale(log_theta.exp()), name)
+        for mod in um.model.modules():
+            if isinstance(mod, gpytorch.means.ConstantMean) and mod.raw_constant.requires_grad:
+                set_value(mod, "constant", y_mean)
+        for mod in scales:
+            set_value(mod, "outputscale", y_var / len(scales))
+        lik = um.likelihood
+        if isinstance(lik, gpytorch.likelihoods.GaussianLikelihood) and lik.noise_covar.raw_noise.requires_grad:
+            nug = log_uniform(10 * s.noise_floor, 1e-2, 1, gen) if gen is not None else torch.full((1,), 1e-2)
+            set_value(lik.noise_covar, "noise", (nug[0] * y_var).unsqueeze(-1))
+        starts.append(pv.get())
+    pv.set(saved)
+    return torch.stack(starts)
+
+
+def finish(um: UserModel) -> None:
+    """Leave the user's model in eval mode with fresh prediction caches."""
+    um.mll.train()
+    um.mll.eval()
+
+
+def user_result(s: FitSettings, method: str, um: UserModel, path: str, times: dict[str, float], n_full_evals: int,
+                history: list, info: dict, **extra) -> TrainResult:
+    """The TrainResult of a user-model fit: ll = N x the user's mll (prior terms included, summed over batch);
+    theta is the FFLUX theta of the first ARD kernel (first batch member); mean, sigma2 (outputscale) and nugget
+    (noise / outputscale) where the model has a ConstantMean, a top-level ScaleKernel and a GaussianLikelihood."""
+    ll = mll_value(um) * um.n
+    finish(um)
+    kernel = um.ard_kernels[0][1]
+    ls = kernel.lengthscale.detach()
+    theta = lengthscale_to_theta(ls.reshape(-1, ls.shape[-1])[0]).to(torch.float64)
+    nan = math.nan
+    first = lambda t: float(t.detach().reshape(-1)[0])  # noqa: E731
+    mean_mod = getattr(um.model, "mean_module", None)
+    mean = first(mean_mod.constant) if isinstance(mean_mod, gpytorch.means.ConstantMean) else nan
+    covar = getattr(um.model, "covar_module", None)
+    sigma2 = first(covar.outputscale) if isinstance(covar, gpytorch.kernels.ScaleKernel) else nan
+    noise = first(um.likelihood.noise) if isinstance(um.likelihood, gpytorch.likelihoods.GaussianLikelihood) else nan
+    return TrainResult(method=method, convention="gpytorch", likelihood="exact_mll", theta=theta,
+                       nugget=noise / sigma2 if sigma2 == sigma2 else nan, mean=mean, sigma2=sigma2, ll=ll,
+                       ll_marginal=ll, ll_concentrated=nan, stage_times=dict(times), n_full_evals=n_full_evals,
+                       history=history, info={"path": path, **info}, x_train=um.x.detach(), y_train=um.y.detach(),
+                       gp=um.model, **extra)
+
+
+def direct_fit(s: FitSettings, um: UserModel, restarts: int) -> TrainResult:
+    """DL on the user's mll: `restarts` random starts relaxed together (one L-BFGS history each), best kept."""
+    pv = um.parameter_vector()
+    times: dict[str, float] = {}
+    history: list = []
+    with timed(times, "optimisation", um.x.device):
+        u0 = random_starts(s, um, pv, restarts, generator(s.seed))
+        res = optimise_mll(s, um, pv, u0, s.stop, history=history, stage="DL")
+    info = {"restart_ll": (-res.f * um.n).tolist(), "restart_iters": res.n_iter.tolist(),
+            "restart_reason": res.reason, "best_restart": int(res.f.argmin())}
+    return user_result(s, "DL", um, "generic", times, int(res.n_evals.sum()), history, info)
+
+
+def holdout_mae(model: gpytorch.models.ExactGP, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean absolute error of the model's posterior mean at x [*batch, M, D] against y [*batch, M]."""
+    model.eval()
+    try:
+        with torch.no_grad(), mll_settings(), gpytorch.settings.skip_posterior_variances(True):
+            err = float((model(x).mean - y).abs().mean())
+    except (NotPSDError, NanError, torch.linalg.LinAlgError):
+        err = math.inf
+    model.train()
+    return err if math.isfinite(err) else math.inf
+
+
+def transfer_fit(s, um: UserModel) -> TrainResult:
+    """TL on the user's mll (s: TransferTrainer settings): seed sources on subsets, select, transfer, relax."""
+    n = um.n
+    m = s.subset_size(n)
+    if s.selection == "holdout_mae" and m >= n:
+        raise ValueError("holdout_mae selection needs points outside the sources: use source_size < 1 "
+                         "or selection='likelihood'")
+    select = name_selector(s.transfer_parameters)
+    pv = um.parameter_vector()
+    times: dict[str, float] = {}
+    history: list = []
+    gen = generator(s.seed)
+    scores, src_ll, src_u, src_evals = [], [], [], 0
+    with timed(times, "seeding", um.x.device):
+        subsets = random_subsets(n, m, s.n_sources, gen)
+        for k in range(s.n_sources):
+            idx = subsets[k].to(um.x.device)
+            src_mll = copy.deepcopy(um.mll)
+            src_mll.model.set_train_data(um.x[..., idx, :].detach(), um.y[..., idx].detach(), strict=False)
+            if isinstance(src_mll.likelihood, gpytorch.likelihoods.FixedNoiseGaussianLikelihood):
+                src_mll.likelihood.noise = um.likelihood.noise[..., idx].detach()  # one noise per training point
+            src = inspect_model(src_mll)
+            spv = src.parameter_vector()
+            res = optimise_mll(s, src, spv, random_starts(s, src, spv, s.source_restarts, gen), s.source_stop,
+                               history=history, stage=f"source {k}")
+            src_evals += int(res.n_evals.sum())
+            best_f = float(res.f.min())
+            src_ll.append(-best_f * m)
+            src_u.append(spv.get())
+            if not math.isfinite(best_f):
+                scores.append(math.inf)
+            elif s.selection == "likelihood":
+                scores.append(best_f)
+            else:
+                out = complement(n, subsets[k]).to(um.x.device)
+                scores.append(holdout_mae(src.model, um.x[..., out, :].detach(), um.y[..., out].detach()))
+    with timed(times, "selection", um.x.device):
+        k_best = min(range(s.n_sources), key=lambda k: scores[k])
+    with timed(times, "transfer", um.x.device):
+        u_seed = random_starts(s, um, pv, 1, None)[0]
+        mask = pv.mask(select)
+        seeds = [u_seed]
+        seed_choice = "data-based scales"
+        if math.isfinite(scores[k_best]):
+            u_seed[mask] = src_u[k_best][mask]
+            scale = pv.mask(lambda name: "noise" in name or "outputscale" in name) & ~mask
+            if bool(scale.any()):  # a second seed: the source's outputscales and noise too (they go with its
+                seeds.append(u_seed.clone())  # lengthscales; the data-based ones may start another basin)
+                seeds[-1][scale] = src_u[k_best][scale]
+        if len(seeds) > 1:  # the seed with the higher mll is relaxed (one evaluation each)
+            f0, _ = objective(um, pv)(torch.stack(seeds), torch.arange(len(seeds)))
+            seeds = [seeds[int(f0.argmin())]]
+            seed_choice = "source scales" if int(f0.argmin()) == 1 else "data-based scales"
+    with timed(times, "relaxation", um.x.device):
+        rel = optimise_mll(s, um, pv, torch.stack(seeds), s.stop, optimizer=s.relax_optimizer, history=history,
+                           stage="relaxation")
+    info = {"source_size": m, "n_sources": s.n_sources, "source_restarts": s.source_restarts,
+            "selected_source": k_best, "source_scores": scores, "source_ll": src_ll,
+            "transferred": [nm for nm in pv.names if select(nm)], "relax_iters": rel.n_iter.tolist(),
+            "relax_reason": rel.reason, "relax_ll": (-rel.f * n).tolist(), "seed": seed_choice,
+            "no_source": not math.isfinite(scores[k_best])}
+    return user_result(s, "TL", um, "generic", times, int(rel.n_evals.sum()), history, info,
+                       n_source_evals=src_evals, source_size=m)
