@@ -19,6 +19,7 @@ def water_tasks(fflux_dir):
     return [(o1, "iqa"), (o1, "q00"), (o1, "q10"), (h2, "iqa"), (h3, "q00")]
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("trainer", [DirectTrainer(restarts=3, seed=5), TransferTrainer(seed=5, source_size=0.5)],
                          ids=["DL", "TL"])
 def test_batched_equals_one_by_one(water_tasks, trainer):
@@ -29,7 +30,8 @@ def test_batched_equals_one_by_one(water_tasks, trainer):
         assert b.status == "ok" and b.property_name == prop and b.info["batch_size"] == 5
         assert b.ll_concentrated == pytest.approx(alone.ll_concentrated, rel=1e-6)
         torch.testing.assert_close(b.predict(data.x), alone.predict(data.x), rtol=1e-6, atol=1e-8)
-        assert b.n_full_evals == alone.n_full_evals
+        # The same optimum (above: ll to the stopping rule's rtol 1e-6), not the same path: batched and lone members
+        # round differently in the BLAS and L-BFGS's evaluation count follows the last bits (53 against 42 seen)
 
 
 def test_batch_needs_equal_shapes(fflux_dir, water_tasks):
