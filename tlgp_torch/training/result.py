@@ -71,6 +71,11 @@ class TrainResult:
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Predictions at x [M, D] (same units as the training targets)."""
+        d = int(self.x_train.shape[-1])
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != d:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            hint = f" (one point: x.reshape(1, {d}))" if isinstance(x, torch.Tensor) and x.dim() == 1 else ""
+            raise ValueError(f"x must be a tensor [M, {d}] (M points of the model's {d} features), got {got}{hint}")
         x = x.to(self.x_train)
         return fflux_predict(x, self.x_train, self.weights, self.theta, self.mean, self.cyclic)
 
