@@ -123,7 +123,7 @@ def test_bad_arguments():
 
 LEAN_PEAK = """
 import sys, torch
-from tlgp_torch.objectives import FFLUXLikelihood
+from tlgp_torch.likelihoods.exact import FFLUXLikelihood
 n, lean = 3000, sys.argv[1] == "lean"
 def status(key):
     return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
