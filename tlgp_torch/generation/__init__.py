@@ -22,8 +22,12 @@ def __getattr__(name: str):
     """Import the submodule that defines `name` on first use."""
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    sub = _EXPORTS[name]
+    module = importlib.import_module(f".{sub}", __name__)
+    value = getattr(module, name)
     globals()[name] = value
+    if _EXPORTS.get(sub) == sub:  # importing submodule `generate` bound the module to that name: the function wins
+        globals()[sub] = getattr(module, sub)
     return value
 
 
