@@ -52,6 +52,7 @@ def test_failed_member_is_reported_alone():
     assert "failed" not in states[0] and states[0]["ll_concentrated"] > -1e300
 
 
+@pytest.mark.numerics
 def test_memory_chunked_batch_equals_unchunked(water_tasks, monkeypatch):
     """A batch split into memory-sized chunks (here 2 members each) gives the same models: per-member bounds
     and starts travel with their chunk."""
@@ -60,9 +61,12 @@ def test_memory_chunked_batch_equals_unchunked(water_tasks, monkeypatch):
     monkeypatch.setattr("tlgp_torch.training.multistart.members_per_chunk", lambda n, budget: 2)
     chunked = trainer.fit_many(water_tasks[:3])
     for a, b in zip(whole, chunked):
-        assert b.status == "ok" and b.ll_concentrated == pytest.approx(a.ll_concentrated, rel=1e-9)
+        # chunks of 2 and a batch of 3 round differently in the BLAS (5e-8 apart seen with one thread on an AMD
+        # EPYC): the same optimum to the stopping rule's rtol 1e-6, as one by one against batched
+        assert b.status == "ok" and b.ll_concentrated == pytest.approx(a.ll_concentrated, rel=1e-6)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("convention", ["fflux", "gpytorch"])
 def test_molecule_as_one_batched_gpytorch_model(water_tasks, convention):
     """B trained models as one AnisotropicGP with batch_shape [B]: same predictions, hyperparameters and mll as
@@ -92,7 +96,9 @@ def test_molecule_as_one_batched_gpytorch_model(water_tasks, convention):
         with gpytorch.settings.max_cholesky_size(10**5):
             one = gpytorch.mlls.ExactMarginalLogLikelihood(single.likelihood, single)(
                 single(*single.train_inputs), single.train_targets)
-        assert float(batched_mll[b]) == pytest.approx(float(one), rel=1e-9)
+        # at nugget 1e-10 R's condition number reaches ~1e10, so two Cholesky solves (batched, single) of the same
+        # R agree to ~1e10 eps = 1e-6 relative in the data-fit term (3.2e-7 seen in the mll on an AMD EPYC)
+        assert float(batched_mll[b]) == pytest.approx(float(one), rel=1e-5)
 
 
 def _periodic_tasks():
