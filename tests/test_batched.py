@@ -19,6 +19,7 @@ def water_tasks(fflux_dir):
     return [(o1, "iqa"), (o1, "q00"), (o1, "q10"), (h2, "iqa"), (h3, "q00")]
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("trainer", [DirectTrainer(restarts=3, seed=5), TransferTrainer(seed=5, source_size=0.5)],
                          ids=["DL", "TL"])
 def test_batched_equals_one_by_one(water_tasks, trainer):
@@ -29,7 +30,8 @@ def test_batched_equals_one_by_one(water_tasks, trainer):
         assert b.status == "ok" and b.property_name == prop and b.info["batch_size"] == 5
         assert b.ll_concentrated == pytest.approx(alone.ll_concentrated, rel=1e-6)
         torch.testing.assert_close(b.predict(data.x), alone.predict(data.x), rtol=1e-6, atol=1e-8)
-        assert b.n_full_evals == alone.n_full_evals
+        # The same optimum (above: ll to the stopping rule's rtol 1e-6), not the same path: batched and lone members
+        # round differently in the BLAS and L-BFGS's evaluation count follows the last bits (53 against 42 seen)
 
 
 def test_batch_needs_equal_shapes(fflux_dir, water_tasks):
@@ -50,6 +52,7 @@ def test_failed_member_is_reported_alone():
     assert not states[0].failed and states[0].ll_concentrated > -1e300
 
 
+@pytest.mark.numerics
 def test_memory_chunked_batch_equals_unchunked(water_tasks, monkeypatch):
     """A batch split into memory-sized chunks (here 2 members each) gives the same models: per-member bounds
     and starts travel with their chunk."""
@@ -58,9 +61,12 @@ def test_memory_chunked_batch_equals_unchunked(water_tasks, monkeypatch):
     monkeypatch.setattr("tlgp_torch.training.multistart.members_that_fit", lambda n, buffers, budget, itemsize: 2)
     chunked = trainer.fit_many(water_tasks[:3])
     for a, b in zip(whole, chunked):
-        assert b.status == "ok" and b.ll_concentrated == pytest.approx(a.ll_concentrated, rel=1e-9)
+        # chunks of 2 and a batch of 3 round differently in the BLAS (5e-8 apart seen with one thread on an AMD
+        # EPYC): the same optimum to the stopping rule's rtol 1e-6, as one by one against batched
+        assert b.status == "ok" and b.ll_concentrated == pytest.approx(a.ll_concentrated, rel=1e-6)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("convention", ["fflux", "gpytorch"])
 def test_molecule_as_one_batched_gpytorch_model(water_tasks, convention):
     """B trained models as one AnisotropicGP with batch_shape [B]: same predictions, hyperparameters and mll as
@@ -90,7 +96,9 @@ def test_molecule_as_one_batched_gpytorch_model(water_tasks, convention):
         with gpytorch.settings.max_cholesky_size(10**5):
             one = gpytorch.mlls.ExactMarginalLogLikelihood(single.likelihood, single)(
                 single(*single.train_inputs), single.train_targets)
-        assert float(batched_mll[b]) == pytest.approx(float(one), rel=1e-9)
+        # at nugget 1e-10 R's condition number reaches ~1e10, so two Cholesky solves (batched, single) of the same
+        # R agree to ~1e10 eps = 1e-6 relative in the data-fit term (3.2e-7 seen in the mll on an AMD EPYC)
+        assert float(batched_mll[b]) == pytest.approx(float(one), rel=1e-5)
 
 
 def _periodic_tasks():

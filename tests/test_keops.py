@@ -55,6 +55,7 @@ def test_keops_kernel_is_dense_below_max_cholesky_size():
         torch.testing.assert_close(keops(x, x).to_dense(), dense(x, x).to_dense(), rtol=0, atol=0)
 
 
+@pytest.mark.numerics
 def test_iterative_estimate_with_keops_equals_it_without():
     """The iterative likelihood estimate (CG + Lanczos, fixed landmarks and probes) and its gradient agree with
     and without KeOps kernel products (dense lean kernel); a relaxation step records that it used KeOps."""

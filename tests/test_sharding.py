@@ -15,7 +15,9 @@ from tlgp_torch.io.checkpoint import load_checkpoint
 from tlgp_torch.runtime.sharding import parse_shard, shard_from_env, shard_jobs
 
 ATOMS = ("O1", "H2", "H3")
-PROPS = ("iqa", "q00", "q10", "q11c")
+# not q10: in water's own frame it is numerical noise around 0, its likelihood is flat, and two correct runs stop
+# 3e-4 apart in ll (seen: H3 q10 after 16 and after 8 iterations) - no optimum to compare
+PROPS = ("iqa", "q00", "q11c", "q20")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -62,12 +64,16 @@ def assert_same_models(a, b):
     for name in names:
         ra, _ = load_checkpoint(a / "models" / name)
         rb, _ = load_checkpoint(b / "models" / name)
-        assert rb.ll_concentrated == ra.ll_concentrated and rb.theta.equal(ra.theta), name
+        # The same optimum, not the same bits: a batch of 6 and one of 12 give the BLAS other shapes, so L-BFGS takes
+        # other steps (theta moves along flat directions by ~1e-4) and stops where the ll changes by <= 1e-6
+        # relative per step (StoppingRule's rtol): the two ll agree to that rule (<= 3e-8 seen on an AMD EPYC).
+        assert rb.ll_concentrated == pytest.approx(ra.ll_concentrated, rel=1e-6), name
     ta = pd.read_csv(a / "results.csv").sort_values(["atom", "property"]).reset_index(drop=True)
     tb = pd.read_csv(b / "results.csv").sort_values(["atom", "property"]).reset_index(drop=True)
     pd.testing.assert_series_equal(ta.val_mae, tb.val_mae, rtol=1e-6, check_exact=False)
 
 
+@pytest.mark.numerics
 def test_two_workers_equal_one(config, single, tmp_path, capsys):
     out = tmp_path / "run"
     workers = [subprocess.Popen(_train(config, out, "--shard", f"{i}/2"), stdout=subprocess.PIPE,
@@ -81,6 +87,7 @@ def test_two_workers_equal_one(config, single, tmp_path, capsys):
     assert_same_models(single, out)
 
 
+@pytest.mark.numerics
 def test_torchrun_workers_equal_one(config, single, tmp_path):
     """torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; each worker takes its shard without --shard."""
     out = tmp_path / "run"
@@ -93,6 +100,7 @@ def test_torchrun_workers_equal_one(config, single, tmp_path):
     assert_same_models(single, out)
 
 
+@pytest.mark.numerics
 def test_killed_shard_resumes_alone(config, single, tmp_path, capsys):
     out = tmp_path / "run"
     assert subprocess.run(_train(config, out, "--shard", "0/2"), capture_output=True, env=ENV).returncode == 0
@@ -117,6 +125,7 @@ def test_killed_shard_resumes_alone(config, single, tmp_path, capsys):
     assert_same_models(single, out)
 
 
+@pytest.mark.numerics
 def test_submitit_local_executor_equals_one(config, single, tmp_path, monkeypatch, capsys):
     """`tlgp submit --local --wait`: submitit runs the shards as processes, then merges."""
     pytest.importorskip("submitit")

@@ -115,6 +115,7 @@ def test_bad_settings():
         TransferTrainer(transfer=("mean",))
 
 
+@pytest.mark.numerics
 def test_duplicate_training_points_warn(water):
     """Duplicate rows: a warning naming them, then jitter escalation (also warned) instead of a crash or NaN."""
     tr, _ = water

@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import pathlib
 import sys
 import traceback
@@ -17,11 +18,10 @@ from tlgp_torch.config.experiment import Config, load_config
 from tlgp_torch.data.dataset import AtomDataset
 from tlgp_torch.evaluation.compare import compare_methods, format_metric, format_table, validation_metrics, warm_up
 from tlgp_torch.evaluation.metrics import errors
-from tlgp_torch.export.ferebus import to_ferebus_model
+from tlgp_torch.export.ferebus import map_fflux_energy, to_ferebus_model, write_fflux_model
 from tlgp_torch.io.atomic import atomic_write_text
 from tlgp_torch.io.checkpoint import load_checkpoint, save_checkpoint
 from tlgp_torch.io.errors import DataFormatError
-from tlgp_torch.io.ferebus_model import ferebus_model_filename, write_ferebus_model
 from tlgp_torch.io.ichor_csv import read_ichor_csv, read_validation_set
 from tlgp_torch.runtime.sharding import parse_shard, shard_from_env, shard_jobs, shard_results_name
 from tlgp_torch.version import __version__
@@ -88,9 +88,8 @@ def _export_ferebus(cfg: Config, atom: str, prop: str, result, out: pathlib.Path
         _say(f"warning: {d} features is not 3N-6: set [data] n_atoms; FEREBUS .model export skipped", err=True)
         return None
     model = to_ferebus_model(result, cfg.data.system, atom, prop, alf, n_atoms)
-    path = out / "ferebus" / ferebus_model_filename(cfg.data.system, prop, atom)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_ferebus_model(model, path)
+    label = cfg.export.fflux_energy if prop == cfg.export.fflux_energy else None
+    return write_fflux_model(map_fflux_energy([model], label)[0], out / "ferebus")
 
 
 def _batches(jobs: list, sets: dict, size: int) -> list[list]:
@@ -122,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if atom not in cfg.data.alf:
             _say(f"warning: no ALF for {atom} in [data] alf: FEREBUS .model export skipped", err=True)
     ckpt = {job: cfg.checkpoint_path(out, *job) for job in jobs}
-    pending = [job for job in jobs if args.overwrite or not ckpt[job].exists()]
+    pending = [job for job in jobs if args.overwrite or not ckpt[job].exists() or not _checkpoint_readable(ckpt[job])]
     for job in jobs:
         if job not in pending:
             _say(f"skip {ckpt[job].stem}: checkpoint {ckpt[job]} exists (use --overwrite to retrain)")
@@ -160,6 +159,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     _say(f"{done} model(s) trained, {len(jobs) - len(pending)} skipped, {failed} failed; "
          f"results in {results_csv}")
     return 1 if failed else 0
+
+
+def _checkpoint_readable(path: pathlib.Path) -> bool:
+    """True if a finished model's checkpoint loads; a corrupted one is moved to PATH.corrupt (kept for
+    inspection), reported, and its model is trained again instead of the run stopping."""
+    try:
+        load_checkpoint(path)
+        return True
+    except (ValueError, OSError) as err:
+        bad = path.with_name(path.name + ".corrupt")
+        os.replace(path, bad)
+        _say(f"error: {err}; moved to {bad}, retraining {path.stem}", err=True)
+        return False
 
 
 def _pick_gpu() -> None:
@@ -231,7 +243,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     dest = pathlib.Path(args.to) if args.to else out / "export"
     models = trained_models(cfg, out)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    report = export_molecule(models, dest, formats, overwrite=args.overwrite)
+    fflux_energy = args.fflux_energy if args.fflux_energy is not None else cfg.export.fflux_energy
+    report = export_molecule(models, dest, formats, overwrite=args.overwrite, fflux_energy=fflux_energy or None)
     for note in report.notes:
         _say(f"note: {note}", err=True)
     print(f"{cfg.data.system}: {len(report.model_files)} .model file(s) and "
@@ -384,6 +397,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--to", help="destination; the molecule goes to TO/SYSTEM/ (default: OUT/export)")
     e.add_argument("--formats", default="ferebus,pt,pt2", help="comma list of ferebus, pt, pt2 (default: all)")
     e.add_argument("--overwrite", action="store_true", help="replace files in an existing export folder")
+    e.add_argument("--fflux-energy", metavar="PROPERTY", help="write the models of PROPERTY (e.g. energy, for "
+                   "GFN2-xTB data) as SYSTEM_iqa_ATOM.model, the name FFLUX reads energies under; the true label "
+                   "goes into each file's header and manifest.json (default: [export] fflux_energy, else none)")
     e.set_defaults(func=cmd_export)
     r = sub.add_parser("predict", parents=[common], help="predict with a trained checkpoint")
     r.add_argument("checkpoint", help="model checkpoint (.pt) written by `tlgp train`")

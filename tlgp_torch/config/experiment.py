@@ -27,7 +27,7 @@ else:  # pragma: no cover
 
 from tlgp_torch.config.toml import ConfigError, check_value, field_hints, read_table, read_toml
 
-__all__ = ["Config", "ConfigError", "DataConfig", "TrainConfig", "load_config"]
+__all__ = ["Config", "ConfigError", "DataConfig", "ExportConfig", "TrainConfig", "load_config"]
 
 METHODS = ("tl", "dl")
 MODEL_KEYS = ("convention", "likelihood", "nugget", "noise_floor", "mean")
@@ -98,6 +98,13 @@ class TrainConfig:
 
 
 @dataclass
+class ExportConfig:
+    """[export]: how `tlgp train` and `tlgp export` write FFLUX .model files."""
+
+    fflux_energy: str | None = None  # property written as iqa (FFLUX's only energy name), e.g. "energy" for GFN2
+
+
+@dataclass
 class Config:
     """A whole experiment config: what load_config returns.
 
@@ -142,6 +149,7 @@ class Config:
     output_dir_pattern: str = "runs/{system}"  # [output] dir: output folder, {system} replaced; --out wins
     path: pathlib.Path | None = None
     submit: SubmitConfig = field(default_factory=SubmitConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def _settings(self, seed: int | None) -> dict[str, Any]:
         kw = {**self.model, **self.train.settings, "stop": StoppingRule(**self.train.stop)}
@@ -307,7 +315,7 @@ def load_config(path: str | os.PathLike, data_dir: str | os.PathLike | None = No
         unknown key 'seeds' in [train]; allowed keys: method, ...
     """
     path = pathlib.Path(path)
-    raw = read_toml(path, ("data", "model", "train", "output", "submit"), "data")
+    raw = read_toml(path, ("data", "model", "train", "output", "submit", "export"), "data")
     try:
         data = _data(raw["data"], path.resolve().parent, data_dir)
         model = read_table(raw.get("model", {}), "[model]", *field_hints(FitSettings, MODEL_KEYS))
@@ -319,7 +327,12 @@ def load_config(path: str | os.PathLike, data_dir: str | os.PathLike | None = No
         except (KeyError, IndexError, ValueError) as err:
             raise ConfigError(f"output.dir: bad pattern {out_pattern!r} ({err}); use {{system}}") from None
         submit = SubmitConfig(**read_table(raw.get("submit", {}), "[submit]", *field_hints(SubmitConfig)))
-        cfg = Config(data=data, model=model, train=train, output_dir_pattern=out_pattern, path=path, submit=submit)
+        export = ExportConfig(**read_table(raw.get("export", {}), "[export]", *field_hints(ExportConfig)))
+        if export.fflux_energy is not None and export.fflux_energy not in data.properties:
+            raise ConfigError(f"export.fflux_energy: {export.fflux_energy!r} is not one of data.properties "
+                              f"{data.properties}")
+        cfg = Config(data=data, model=model, train=train, output_dir_pattern=out_pattern, path=path, submit=submit,
+                     export=export)
         cfg.direct_trainer(), cfg.transfer_trainer()  # the trainers check values (ranges, choices)
         resolve_device(cfg.train.settings.get("device", "auto"))
     except ConfigError as err:

@@ -1,16 +1,21 @@
-"""TrainResult -> FerebusModel (write it with tlgp_torch.data.write_ferebus_model)."""
+"""TrainResult -> FerebusModel, the FFLUX energy-label mapping, and the one function that writes .model files."""
 from __future__ import annotations
 
+import dataclasses
+import os
+import pathlib
 from typing import Sequence
 
 import torch
 
 from tlgp_torch.data.dataset import cyclic_feature_mask
 from tlgp_torch.evaluation.metrics import property_unit
-from tlgp_torch.io.ferebus_model import FerebusModel
+from tlgp_torch.io.ferebus_model import FerebusModel, ferebus_model_filename, write_ferebus_model
 from tlgp_torch.training.result import TrainResult
 
-__all__ = ["to_ferebus_model"]
+__all__ = ["FFLUX_ENERGY", "map_fflux_energy", "to_ferebus_model", "write_fflux_model"]
+
+FFLUX_ENERGY = "iqa"  # the only property name under which FFLUX looks for energy models
 
 
 def _units_y(prop: str) -> str:
@@ -67,3 +72,50 @@ def to_ferebus_model(result: TrainResult, system: str, atom: str, prop: str, alf
                         kernel_type=kernel_type, theta=cpu(result.theta), mean=float(result.mean),
                         x=cpu(result.x_train), y=cpu(result.y_train), weights=cpu(result.weights),
                         nugget=float(result.nugget), likelihood=float(ll), metadata=meta, units_y=_units_y(prop))
+
+
+def map_fflux_energy(models: Sequence[FerebusModel], label: str | None) -> list[FerebusModel]:
+    """Models of property `label` relabelled `iqa`, the name FFLUX reads energies under; None: unchanged.
+
+    The mapping is explicit and recorded: each relabelled model keeps its true label in the metadata (written as a
+    header comment, ``# true_property = energy``). Without it, models keep their own names (an ``energy`` model
+    is written as ``SYSTEM_energy_ATOM.model``, which FFLUX does not load as an energy).
+
+    Args:
+        models: the molecule's models (any properties).
+        label: property to write as iqa (e.g. "energy" for GFN2-xTB data sets), or None.
+
+    Raises:
+        ValueError: naming `label` when no model has that property, or when the set already has iqa models.
+
+    Example:
+        >>> mapped = map_fflux_energy(models, "energy")  # WATER_energy_O1 -> WATER_iqa_O1
+    """
+    models = list(models)
+    if label is None or label == FFLUX_ENERGY:
+        return models
+    have = sorted({m.property for m in models})
+    if label not in have:
+        raise ValueError(f"fflux_energy: no model has property {label!r} to write as {FFLUX_ENERGY!r} "
+                         f"(properties: {', '.join(have)})")
+    if FFLUX_ENERGY in have:
+        raise ValueError(f"fflux_energy: the models already include {FFLUX_ENERGY!r}; writing {label!r} under that "
+                         "name too would give two energy models per atom")
+    note = (f"trained on {label!r}, written as property {FFLUX_ENERGY} for FFLUX (fflux_energy = {label!r}); "
+            f"it is not an IQA energy")
+    return [dataclasses.replace(m, property=FFLUX_ENERGY, metadata={**m.metadata, "true_property": label,
+                                                                    "note": note})
+            if m.property == label else m for m in models]
+
+
+def write_fflux_model(model: FerebusModel, folder: str | os.PathLike) -> pathlib.Path:
+    """Write `model` as folder/{SYSTEM}_{property}_{ATOM}.model (atomically; FFLUX's reader rules met by
+    write_ferebus_model: prefactor line, '# end' trailer). The one writer of .model files for `tlgp train` and
+    `tlgp export`.
+
+    Example:
+        >>> write_fflux_model(model, "export/WATER")  # -> export/WATER/WATER_iqa_O1.model
+    """
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_ferebus_model(model, folder / ferebus_model_filename(model.system, model.property, model.atom))

@@ -188,9 +188,12 @@ class FerebusModel:
 
 def _number(token: str, path: pathlib.Path, line: int | None) -> float:
     try:
-        return float(token.replace("D", "E").replace("d", "e"))
+        value = float(token.replace("D", "E").replace("d", "e"))
     except ValueError:
         raise DataFormatError(f"expected a number, got {token!r}", path, line) from None
+    if not math.isfinite(value):
+        raise DataFormatError(f"expected a finite number, got {token!r}", path, line)
+    return value
 
 
 def read_ferebus_model(path: str | os.PathLike) -> FerebusModel:
@@ -322,6 +325,10 @@ def read_ferebus_model(path: str | os.PathLike) -> FerebusModel:
         raise DataFormatError(f"active_dimensions must be 1..{d}", path, keys["kernel.k1"]["active_dimensions"][1])
     theta_line = keys["kernel.k1"].get("theta", (None, starts["kernel.k1"]))[1]
     theta = [_number(t, path, theta_line) for t in get("kernel.k1", "theta", d)]
+    negative = [k for k, t in enumerate(theta, start=1) if t < 0]
+    if negative:
+        raise DataFormatError(f"theta must be >= 0 (theta = 1 / (2 l^2)); feature {negative[0]} has "
+                              f"{theta[negative[0] - 1]!r}", path, theta_line)
     for key in ("scaling.x", "scaling.y"):
         if key in keys["training_data"] and get("training_data", key)[0] != "none":
             raise DataFormatError(f"{key} must be 'none'", path, keys["training_data"][key][1])

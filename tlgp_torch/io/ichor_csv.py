@@ -35,6 +35,9 @@ from tlgp_torch.io.errors import DataFormatError
 __all__ = ["read_ichor_csv", "read_validation_set", "write_ichor_csv", "parse_set_filename"]
 
 _FEATURE = re.compile(r"f(\d+)")
+# Largest magnitude accepted: the kernel squares feature differences and the likelihood squares targets, so a
+# value must stay well below sqrt(float64 max) ~ 1.3e154 (FFLUX features are bohr and radians, targets Hartree / e).
+MAX_ABS_VALUE = 1e150
 _SET_NAME = re.compile(r"([^_]+)_([A-Za-z]{1,2}\d+)_(?:TRAINING|VALIDATION)_SET\.csv")
 
 
@@ -59,13 +62,30 @@ def _missing_file(path: pathlib.Path) -> FileNotFoundError:
     return FileNotFoundError(f"ICHOR CSV not found: {path} ({hint})")
 
 
+def _not_utf8(path: pathlib.Path, err: UnicodeDecodeError) -> DataFormatError:
+    """The first byte that is not UTF-8, as file line and column name."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        pos = err.start  # pragma: no cover (pandas decodes in chunks; the file itself decodes)
+    except UnicodeDecodeError as whole:
+        pos = whole.start
+    line = data.count(b"\n", 0, pos) + 1
+    header = data.split(b"\n", 1)[0].decode("utf-8", "replace").strip().split(",")
+    start = data.rfind(b"\n", 0, pos) + 1
+    cell = data.count(b",", start, pos)
+    column = header[cell].strip() if line > 1 and cell < len(header) else None
+    return DataFormatError(f"byte 0x{data[pos]:02x} is not UTF-8 text (save the file as UTF-8)", path, line,
+                           column)
+
+
 def _to_float(raw: np.ndarray, lines: np.ndarray, names: list[str], path: pathlib.Path) -> np.ndarray:
     """Parse a [N, C] array of cell strings to float64, raising at the first bad cell in file order."""
     try:
         out = raw.astype(np.float64) if raw.size else np.zeros(raw.shape)
     except ValueError:
         out = None
-    if out is not None and np.isfinite(out).all():
+    if out is not None and np.isfinite(out).all() and not (np.abs(out) > MAX_ABS_VALUE).any():
         return out
     for r in range(raw.shape[0]):
         for c in range(raw.shape[1]):
@@ -78,6 +98,10 @@ def _to_float(raw: np.ndarray, lines: np.ndarray, names: list[str], path: pathli
                 raise DataFormatError(f"expected a number, got {text!r}", path, int(lines[r]), names[c]) from None
             if not math.isfinite(value):
                 raise DataFormatError(f"non-finite value {text!r} (NaN/inf not allowed)", path, int(lines[r]),
+                                      names[c])
+            if abs(value) > MAX_ABS_VALUE:
+                raise DataFormatError(f"value {text!r} is out of range (|value| <= {MAX_ABS_VALUE:g}: its square "
+                                      "would overflow float64 in the kernel or the likelihood)", path, int(lines[r]),
                                       names[c])
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -122,8 +146,14 @@ def read_ichor_csv(path: str | os.PathLike, properties: list[str] | None = None)
     except pd.errors.EmptyDataError:
         raise DataFormatError("empty file (expected a header row and data rows)", path) from None
     except pd.errors.ParserError as err:
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
+        if m:
+            raise DataFormatError(f"row has {m.group(3)} cells, the header has {m.group(1)}", path,
+                                  int(m.group(2))) from None
         m = re.search(r"line (\d+)", str(err))
-        raise DataFormatError(f"malformed row: {err}", path, int(m.group(1)) if m else None) from None
+        raise DataFormatError(f"malformed row: {str(err).strip()}", path, int(m.group(1)) if m else None) from None
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, err) from None
     raw = table.to_numpy(dtype=object)
     header = [str(h).strip() for h in raw[0]]
     body = raw[1:]

@@ -32,6 +32,7 @@ from linear_operator.utils.warnings import NumericalWarning
 from tlgp_torch.kernels.blocked import BlockedKernelOperator
 from tlgp_torch.kernels.formula import cyclic_indices
 from tlgp_torch.kernels.lean import lean_kernel_matrix
+from tlgp_torch.likelihoods.landmarks import pivoted_landmarks
 
 __all__ = ["KERNEL_STORAGE", "IterativeEstimate", "IterativeLikelihood", "SolverSettings"]
 
@@ -186,19 +187,23 @@ class IterativeLikelihood:
     def preconditioned(self, log_theta: torch.Tensor, grad: bool = True):
         """operator(log_theta) with a Nystroem preconditioner P = L L^T + nugget I on fixed landmarks.
 
-        The landmarks are the pivots of gpytorch's pivoted Cholesky at the first evaluation, kept for every later
-        theta: re-pivoting at each theta changes P, hence the probe vectors z ~ N(0, P) and the estimate, in jumps
-        of several log-likelihood units that stall L-BFGS's line search. L = K[:, piv] chol(K[piv, piv])^-T is
-        differentiable, so gpytorch uses P as the control variate of the trace estimate (the exact d log|P| plus
-        probes of the difference); one P serves every solve of the evaluation.
+        The landmarks are the pivots of a pivoted Cholesky (pivoted_landmarks: ties broken by index) at the first
+        evaluation, kept for every later theta: re-pivoting at each theta changes P, hence the probe vectors
+        z ~ N(0, P) and the estimate, in jumps of several log-likelihood units that stall L-BFGS's line search.
+        L = K[:, piv] chol(K[piv, piv])^-T is differentiable, so gpytorch uses P as the control variate of the trace
+        estimate (the exact d log|P| plus probes of the difference); one P serves every solve of the evaluation.
         """
         from tlgp_torch.kernels.cyclic_rbf import CyclicRBFKernel
         R = self.operator(log_theta)
         if self.pivots is None:
             rank = min(self.settings.preconditioner_rank, self.n)
-            with torch.no_grad():
-                _, perm = R._linear_op.pivoted_cholesky(rank=rank, return_pivots=True)
-            self.pivots = perm[:rank].clone()
+            # the rows come from one formula whatever the storage, and ties break by index: the same landmarks for
+            # dense, blocked and KeOps kernels and on every CPU
+
+            def row(i: int) -> torch.Tensor:
+                return CyclicRBFKernel.forward(self.kernel, self.x[i:i + 1], self.x)[0]
+            ones = torch.ones(self.n, dtype=self.x.dtype, device=self.x.device)  # diag K = exp(0)
+            self.pivots = pivoted_landmarks(R._linear_op, rank, row=row, diagonal=ones)
         with torch.set_grad_enabled(grad):
             k_xp = CyclicRBFKernel.forward(self.kernel, self.x, self.x[self.pivots])      # dense [N, k]
             chol = psd_safe_cholesky(k_xp[self.pivots])

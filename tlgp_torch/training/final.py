@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from linear_operator.utils.warnings import NumericalWarning
 
-from tlgp_torch.likelihoods.exact import FFLUXLikelihood
+from tlgp_torch.likelihoods.exact import Evaluation, FFLUXLikelihood
+from tlgp_torch.models.posterior import fflux_weights
 from tlgp_torch.training.settings import FitSettings
 
 
@@ -55,6 +56,12 @@ def final_states(settings: FitSettings, lik: FFLUXLikelihood, log_params: torch.
             continue
         nugget = float(ev.nugget[k])
         if bool(ev.jittered[k]):
+            ev, nugget = _escalate_for_weights(lik, ev, k, log_params[k], nugget)
+            if nugget is None:
+                out.append(FinalState.failed_with(
+                    f"kernel matrix not positive definite even with jitter up to {lik.max_jitter:.1e} when factorised "
+                    "for the weights (duplicate points)", lik.d, log_params))
+                continue
             start = float(log_params[k, -1].exp()) if lik.learn_nugget else lik.nugget
             warnings.warn(f"kernel matrix needed jitter: nugget raised from {start:.3g} to {nugget:.3g} "
                           "(near-duplicate training points, or a periodic feature spanning the whole circle: the "
@@ -66,3 +73,26 @@ def final_states(settings: FitSettings, lik: FFLUXLikelihood, log_params: torch.
             sigma2=float(ev.sigma2[k]) if settings.likelihood == "concentrated" else 1.0,
             ll_concentrated=float(ev.ll_concentrated[k]), ll_marginal=float(ev.ll_marginal[k])))
     return out
+
+
+def _escalate_for_weights(lik: FFLUXLikelihood, ev: Evaluation, k: int, log_params: torch.Tensor,
+                          nugget: float) -> tuple[Evaluation, float | None]:
+    """A jittered member's nugget is borderline: the weights' own factorisation (one in-place Cholesky, whose last
+    bits differ from the batched one) may still fail there. Raise the nugget x10 until it factorises (up to
+    max_jitter; None past it) and re-evaluate that member's statistics at the nugget it ends with."""
+    x, y, theta = lik.x[k], lik.y[k], log_params[: lik.d].exp()
+    start = nugget
+    while True:
+        try:
+            fflux_weights(x, y, theta, 0.0, nugget, lik.cyc_mask)
+            break
+        except torch.linalg.LinAlgError:
+            nugget *= 10.0
+            if nugget > max(lik.max_jitter, start):
+                return ev, None
+    if nugget != start:
+        one = FFLUXLikelihood(x, y, cyclic=lik.cyc, kind=lik.kind, nugget=nugget, max_jitter=nugget)(
+            log_params[: lik.d].reshape(1, -1), grad=False)
+        for name in ("ll", "mean", "sigma2", "nugget", "ll_concentrated", "ll_marginal", "mean_gls"):
+            getattr(ev, name)[k] = getattr(one, name)[0]
+    return ev, nugget

@@ -40,14 +40,28 @@ def prepare(settings: FitSettings, data, prop: str | None):
                 raise ValueError(f"dataset has properties {names}: name the one to train")
             prop = names[0]
         x, y, cyclic, name = data.x, data.property(prop), data.cyclic, prop
-    x = torch.as_tensor(x).to(device=device, dtype=settings.dtype)
-    y = torch.as_tensor(y).to(device=device, dtype=settings.dtype).reshape(-1)
+    x, y = torch.as_tensor(x), torch.as_tensor(y)
+    if x.requires_grad or y.requires_grad:
+        warnings.warn("training data require grad: training uses x.detach() and y.detach() (hyperparameters are "
+                      "fitted to the values; no gradient flows back into the data)", UserWarning, stacklevel=4)
+    x = x.detach().to(device=device, dtype=settings.dtype)
+    y = y.detach().to(device=device, dtype=settings.dtype).reshape(-1)
     if x.dim() != 2 or y.numel() != x.shape[0]:
         raise ValueError(f"x must be [N, D] with one target per row; got x {tuple(x.shape)}, y {tuple(y.shape)}")
     if x.shape[0] < 2:
         raise ValueError(f"need at least 2 training points, got {x.shape[0]}")
     if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
         raise ValueError("training data contain NaN or inf")
+    what = f"property {name!r}" if name else "y"
+    if bool((y == y[0]).all()):
+        raise ValueError(f"{what} is constant ({float(y[0])!r} at all {y.numel()} points): there is nothing for a "
+                         "GP to learn (its variance is 0); predict the constant instead")
+    if bool((x == x[0]).all()):
+        raise ValueError(f"all {x.shape[0]} training points are identical: the kernel matrix is all ones and no "
+                         "lengthscale can be learned")
+    if x.shape[0] < x.shape[1]:
+        warnings.warn(f"fewer training points ({x.shape[0]}) than features ({x.shape[1]}): the {x.shape[1]} "
+                      "lengthscales are barely determined by the data", UserWarning, stacklevel=4)
     if cyclic is not None:
         cyclic = torch.as_tensor(cyclic, dtype=torch.bool, device=device)
     _warn_duplicates(x, getattr(data, "source", None))

@@ -160,6 +160,11 @@ class TrainResult:
         variance = sigma^2 (1 - k' R^-1 k + nugget), the variance of a new observation (see predictive_sigma2).
         For a user-model fit both come from the user's gpytorch model (latent variance + Gaussian noise).
         """
+        d = int(self.x_train.shape[-1])
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != d:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            hint = f" (one point: x.reshape(1, {d}))" if isinstance(x, torch.Tensor) and x.dim() == 1 else ""
+            raise ValueError(f"x must be a tensor [M, {d}] (M points of the model's {d} features), got {got}{hint}")
         if self.gp is not None:
             return gp_predict(self.gp, x, return_var)
         x = x.to(self.x_train)
