@@ -158,10 +158,12 @@ class TrainResult:
         """Predictions at x [M, D] in the units of the training targets: mean [M], or (mean [M], variance [M]).
 
         variance = sigma^2 (1 - k' R^-1 k + nugget), the variance of a new observation (see predictive_sigma2).
-        For a user-model fit both come from the user's gpytorch model (latent variance + Gaussian noise).
+        For a user-model fit both come from the user's gpytorch model (latent variance + Gaussian noise); a batched
+        user model also takes x [B, M, D].
         """
         d = int(self.x_train.shape[-1])
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != d:
+        dims = (2, 3) if self.gp is not None and self.x_train.dim() == 3 else (2,)
+        if not isinstance(x, torch.Tensor) or x.dim() not in dims or x.shape[-1] != d:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             hint = f" (one point: x.reshape(1, {d}))" if isinstance(x, torch.Tensor) and x.dim() == 1 else ""
             raise ValueError(f"x must be a tensor [M, {d}] (M points of the model's {d} features), got {got}{hint}")
