@@ -25,8 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import tblite.interface  # noqa: F401  (fail early, with the install hint, when the qm extra is missing)
 
-        from tlgp_torch.generation import load_generation_config
-        from tlgp_torch.generation import generate
+        from tlgp_torch.generation import generate, load_generation_config
     except ImportError as err:
         print(f"quickstart: the data generation needs the qm extra ({err}): pip install -e \".[plot,qm]\"",
               file=sys.stderr)

@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             b = next(r for r in rows if r["n"] == n and r["impl"] == "gpytorch")
             ok = a.get("seconds") and not math.isnan(a["seconds"])
             a["gpytorch_over_tlgp"] = b["seconds"] / a["seconds"] if ok else math.nan
-        print("\none likelihood + gradient (median of %d):" % args.repeats)
+        print(f"\none likelihood + gradient (median of {args.repeats}):")
         print(_table(rows, ["n", "d", "impl", "seconds", "peak_gb", "gpytorch_over_tlgp", "error"]))
         doc["eval"] = rows
     if "n" in args.tables:

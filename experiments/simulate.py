@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from tlgp_torch.config.experiment import load_config
-from tlgp_torch.generation import QMSettings
 from tlgp_torch.export import FFLUXCalculator
 from tlgp_torch.export.molecule import trained_models
 from tlgp_torch.export.potential import ENERGY_PROPERTIES, FFLUXPotential, energy_and_forces
+from tlgp_torch.generation import QMSettings
 from tlgp_torch.generation.xtb import tblite_calculator
 
 EV_TO_KJ = 96.48533212331002

@@ -73,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         summary += s
         runs += r
     info = machine()
-    print(f"\nTL vs DL (R={args.restarts}, {args.convention} convention, mean {args.mean}), medians of {args.repeats}; "
-          f"{info['cpu']}, {info['torch_threads']} threads, torch {info['torch']}; total {time.perf_counter() - t0:.0f} s")
+    print(f"\nTL vs DL (R={args.restarts}, {args.convention} convention, mean {args.mean}), "
+          f"medians of {args.repeats}; {info['cpu']}, {info['torch_threads']} threads, torch {info['torch']}; "
+          f"total {time.perf_counter() - t0:.0f} s")
     print(format_table(summary))
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

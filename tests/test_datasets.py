@@ -11,16 +11,16 @@ import pytest
 import torch
 
 from tlgp_torch.config.toml import ConfigError
+from tlgp_torch.features import alf_features
 from tlgp_torch.generation import (
     GenerationError,
     MoleculeError,
     check_geometry,
+    generate,
     load_generation_config,
     plan_tasks,
     read_xyz,
 )
-from tlgp_torch.features import alf_features
-from tlgp_torch.generation import generate
 from tlgp_torch.generation.checks import Topology, near_duplicates
 from tlgp_torch.io.ichor_csv import read_ichor_csv
 from tlgp_torch.units import ANGSTROM_TO_BOHR
@@ -234,8 +234,8 @@ def test_shipped_configs_agree(data_name, monkeypatch):
     if data_name == "fomepizole":
         pytest.importorskip("rdkit", reason="SMILES sources need the qm extra (rdkit): pip install tlgp_torch[qm]")
     from tlgp_torch.config.experiment import load_config
-    from tlgp_torch.generation import load_molecule
     from tlgp_torch.features.alf import choose_alf
+    from tlgp_torch.generation import load_molecule
     repo = pathlib.Path(__file__).resolve().parents[1]
     gen = load_generation_config(repo / "configs" / "data" / f"{data_name}.toml")
     train = load_config(repo / "configs" / f"{TRAINING_CONFIGS[data_name]}.toml")

@@ -1,4 +1,5 @@
-"""Sharded training: deterministic partition, two real workers (plain and torchrun) equal one, a killed shard resumes."""
+"""Sharded training: deterministic partition, two real workers (plain and torchrun) equal one, a killed shard
+resumes."""
 
 import os
 import signal

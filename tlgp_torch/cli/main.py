@@ -1,4 +1,5 @@
-"""Command line: `tlgp train | submit | merge | compare | export | predict | data generate` (one entry point, console script `tlgp`)."""
+"""Command line: `tlgp train | submit | merge | compare | export | predict | data generate` (one entry point,
+console script `tlgp`; every flag in docs/cli.md)."""
 from __future__ import annotations
 
 import argparse
@@ -330,8 +331,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_data_generate(args: argparse.Namespace) -> int:
     """Make a GFN2-xTB data set (ICHOR CSVs per atom, extended xyz, provenance.json); cached work is reused."""
     try:
-        from tlgp_torch.generation import load_generation_config
-        from tlgp_torch.generation import generate
+        from tlgp_torch.generation import generate, load_generation_config
         cfg = load_generation_config(args.config, args.out)
         show = args.progress or sys.stderr.isatty()
         try:

@@ -27,7 +27,7 @@ class Topology:
     min_distance: float = 0.5
 
     @classmethod
-    def of(cls, numbers: list[int], positions) -> "Topology":
+    def of(cls, numbers: list[int], positions) -> Topology:
         """Reference topology: covalent-radius bonds and the closest contacts between fragments."""
         pos = torch.as_tensor(np.asarray(positions), dtype=torch.float64)
         adj = connectivity(numbers, pos, BOND_TOLERANCE)

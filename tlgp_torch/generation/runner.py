@@ -41,7 +41,7 @@ class Runner:
         self.workers = workers
         self._ex = None
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         if not self.in_process:
             ctx = multiprocessing.get_context("spawn")
             self.queue = ctx.Queue()

@@ -41,6 +41,8 @@ class MDSettings:
         return round(1000 * self.equilibration_ps / self.timestep_fs)
 
 
+DEFAULT_QM = QMSettings()  # frozen: safe to share as a default argument
+
 def _atoms(numbers, positions, charge: int, uhf: int, qm: QMSettings):
     ase = require("ase")
     atoms = ase.Atoms(numbers=list(numbers), positions=np.asarray(positions, dtype=np.float64))
@@ -48,7 +50,7 @@ def _atoms(numbers, positions, charge: int, uhf: int, qm: QMSettings):
     return atoms
 
 
-def optimize(numbers, positions, charge: int = 0, uhf: int = 0, qm: QMSettings = QMSettings(),
+def optimize(numbers, positions, charge: int = 0, uhf: int = 0, qm: QMSettings = DEFAULT_QM,
              fmax: float = 0.005, steps: int = 1000) -> np.ndarray:
     """GFN2-optimised positions (angstrom; ASE BFGS to fmax eV/angstrom); GenerationError if it fails."""
     optimize_mod = require("ase.optimize")
@@ -64,7 +66,7 @@ def optimize(numbers, positions, charge: int = 0, uhf: int = 0, qm: QMSettings =
 
 
 def langevin_md(numbers, positions, n_frames: int, md: MDSettings, rng: np.random.Generator, topology: Topology,
-                charge: int = 0, uhf: int = 0, qm: QMSettings = QMSettings(), label: str = "trajectory",
+                charge: int = 0, uhf: int = 0, qm: QMSettings = DEFAULT_QM, label: str = "trajectory",
                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(positions [F, N, 3] angstrom, times [F] fs) every stride_fs after equilibration, on the GFN2 surface.
 

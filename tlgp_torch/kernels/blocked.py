@@ -91,7 +91,7 @@ class BlockedKernelOperator(LinearOperator):
     def _size(self) -> torch.Size:
         return torch.Size((self.x.shape[0], self.x.shape[0]))
 
-    def _transpose_nonbatch(self) -> "BlockedKernelOperator":
+    def _transpose_nonbatch(self) -> BlockedKernelOperator:
         return self
 
     def to_dense(self) -> torch.Tensor:

@@ -51,7 +51,8 @@ class CyclicRBFKernel(gpytorch.kernels.Kernel):
                 raise ValueError(f"cyclic mask has {cyclic.numel()} entries but ard_num_dims={self.ard_num_dims}")
         self.register_buffer("cyclic", cyclic if cyclic is not None else torch.zeros(0, dtype=torch.bool))
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False, last_dim_is_batch: bool = False,
+                **params):
         """k(x1, x2) [..., n, m] for x1 [..., n, D] and x2 [..., m, D], or its diagonal [..., n] when diag=True."""
         if last_dim_is_batch:
             raise NotImplementedError("CyclicRBFKernel does not support last_dim_is_batch")

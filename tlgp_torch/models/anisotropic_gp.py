@@ -84,8 +84,9 @@ class AnisotropicGP(gpytorch.models.ExactGP):
     ):
         if convention not in CONVENTIONS:
             raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        batch_mismatch = train_x.dim() == 3 and train_x.shape[0] != train_y.shape[0]
         if train_y.dim() not in (1, 2) or train_x.dim() not in (2, train_y.dim() + 1) \
-                or train_x.shape[-2] != train_y.shape[-1] or (train_x.dim() == 3 and train_x.shape[0] != train_y.shape[0]):
+                or train_x.shape[-2] != train_y.shape[-1] or batch_mismatch:
             raise ValueError("train_x must be [N, D] and train_y [N] (or [B, N, D] / [N, D] and [B, N] for a batch); "
                              f"got {tuple(train_x.shape)}, {tuple(train_y.shape)}")
         batch = train_y.shape[:-1]
@@ -129,7 +130,7 @@ class AnisotropicGP(gpytorch.models.ExactGP):
     @classmethod
     def from_fflux(cls, x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, mean: float | torch.Tensor,
                    nugget: float | torch.Tensor, cyclic: torch.Tensor | None = None, convention: str = "fflux",
-                   sigma2: float | torch.Tensor = 1.0, noise_floor: float = 1e-8) -> "AnisotropicGP":
+                   sigma2: float | torch.Tensor = 1.0, noise_floor: float = 1e-8) -> AnisotropicGP:
         """Build a model from FFLUX hyperparameters, in either convention, with the FFLUX model's predictive mean.
 
         Args:
@@ -181,7 +182,7 @@ class AnisotropicGP(gpytorch.models.ExactGP):
         return model
 
     @classmethod
-    def from_results(cls, results) -> "AnisotropicGP":
+    def from_results(cls, results) -> AnisotropicGP:
         """One batched model (batch_shape [B]) from B TrainResults with the same N, D, convention and cyclic mask.
 
         Args:

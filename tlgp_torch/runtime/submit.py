@@ -98,4 +98,5 @@ def submit_shards(entry: Callable[[list[str]], int], train_argv: list[str], sett
                                           ("slurm_array_parallelism", settings.array_parallelism)) if v is not None})
     executor.update_parameters(**params)
     n = settings.shards
-    return executor.map_array(functools.partial(run_shard, entry), [train_argv + ["--shard", f"{i}/{n}"] for i in range(n)])
+    argvs = [train_argv + ["--shard", f"{i}/{n}"] for i in range(n)]
+    return executor.map_array(functools.partial(run_shard, entry), argvs)
