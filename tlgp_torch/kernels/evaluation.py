@@ -60,25 +60,20 @@ def _distances(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor, 
     return qs, torch.baddbmm(sq, qs, xs.transpose(1, 2), alpha=-2.0)
 
 
-def _wrap_excess(q: torch.Tensor, cyc: torch.Tensor, x_cyc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sigma [B, C, F], sigma (q_fc - x_mc) - pi [B, C, F, M]) for q, x in [-pi, pi]; clamped at 0 this is
-    |q_fc - x_mc| - pi where the difference wraps, else 0.
+def _wrap_excess(q: torch.Tensor, cyc: torch.Tensor, x_cyc: torch.Tensor,
+                 theta_cyc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sigma [B, C, F], 4 pi theta_c (sigma (q_fc - x_mc) - pi) [B, C, F, M]) for q, x in [-pi, pi]; clamped at
+    0 this is 4 pi theta_c (|q_fc - x_mc| - pi) where the difference wraps, else 0.
 
     A difference can exceed pi only in the direction of the query's sign sigma (q >= 0: q - x > pi; q < 0:
-    q - x < -pi): one fused multiply-add over [B, C, F, M], laid out so that the sum over C is one batched matmul.
+    q - x < -pi): one fused multiply-add over [B, C, F, M] (M innermost), theta folded in (theta >= 0).
     """
     qc = q[:, :, cyc].transpose(1, 2)  # [B, C, F]
     sigma = torch.where(qc >= 0.0, torch.ones_like(qc), -torch.ones_like(qc))
-    start = (sigma * qc - math.pi).unsqueeze(-1)
-    over = torch.addcmul(start, sigma.unsqueeze(-1), x_cyc.unsqueeze(2), value=-1.0)
+    scale = (4.0 * math.pi) * theta_cyc.unsqueeze(-1)  # [B, C, 1]
+    start = (scale * (sigma * qc - math.pi)).unsqueeze(-1)
+    over = torch.addcmul(start, (scale * sigma).unsqueeze(-1), x_cyc.unsqueeze(2), value=-1.0)
     return sigma, over
-
-
-def _wrap_term(over: torch.Tensor, theta_cyc: torch.Tensor) -> torch.Tensor:
-    """-4 pi sum_c theta_c over_c [B, F, M] from over [B, C, F, M] (one batched matmul, no copies)."""
-    b, c, f, m = over.shape
-    coef = ((-4.0 * math.pi) * theta_cyc).unsqueeze(1)  # [B, 1, C]
-    return torch.bmm(coef, over.reshape(b, c, f * m)).view(b, f, m)
 
 
 def kernel_sums(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor, xs: torch.Tensor,
@@ -101,8 +96,7 @@ def kernel_sums(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor,
     """
     _, dist = _distances(q, centre, sqrt_theta, xs, xs_sq)
     if cyc.numel() > 0:
-        over = _wrap_excess(q, cyc, x_cyc)[1].clamp_min(0.0)  # [B, C, F, M]
-        dist = dist + _wrap_term(over, theta_cyc)
+        dist = dist - _wrap_excess(q, cyc, x_cyc, theta_cyc)[1].clamp_min(0.0).sum(1)
     k = torch.exp(-dist.clamp_min(0.0))
     return torch.bmm(k, weights.unsqueeze(-1)).squeeze(-1)
 
@@ -128,13 +122,12 @@ def kernel_sums_and_grad(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torc
     qs, dist = _distances(q, centre, sqrt_theta, xs, xs_sq)
     sigma, over = q.new_zeros(0), q.new_zeros(0)
     if cyc.numel() > 0:
-        sigma, over = _wrap_excess(q, cyc, x_cyc)
-        over.clamp_min_(0.0)  # [B, C, F, M]
-        dist.add_(_wrap_term(over, theta_cyc))
+        sigma, over = _wrap_excess(q, cyc, x_cyc, theta_cyc)
+        dist.sub_(over.clamp_min_(0.0).sum(1))  # over [B, C, F, M]
     wk = dist.clamp_min_(0.0).neg_().exp_().mul_(weights.unsqueeze(1))  # [B, F, M]
     total = wk.sum(-1)
     grad = torch.bmm(wk, xs).sub_(qs * total.unsqueeze(-1)).mul_(2.0 * sqrt_theta.unsqueeze(1))
     if cyc.numel() > 0:
-        jump = over.sign_().mul_(wk.unsqueeze(1)).sum(-1).mul_(sigma)  # sigma sum_m wk_m [|delta_m| > pi]  [B, C, F]
+        jump = over.sign_().mul_(wk.unsqueeze(1)).sum(-1).mul_(sigma)  # sigma sum_m wk_m [|delta_m| > pi] [B, C, F]
         grad.index_add_(2, cyc, jump.mul_((4.0 * math.pi) * theta_cyc.unsqueeze(-1)).transpose(1, 2))
     return total, grad
