@@ -14,10 +14,10 @@ plus forces of F = 1, 8, 64 frames per call on 1 and 2 threads, for:
   pt2-forces the torch.export file of the analytic program (program="forces")
   xtb        GFN2-xTB single points (tblite, one thread, accuracy 0.01) on the same frames
 round-robin (each repeat runs every path once), so that the machine's noise hits all paths alike; medians.
-Models: `--models SYSTEM=DIR` reads the FEREBUS .model files of a trained, exported molecule; otherwise
+Models: `--models SYSTEM=DIR` reads the FEREBUS .model files of a trained, exported molecule ("given"); otherwise
 synthetic models of the same shape (N=2000 points around the GFN2-optimised geometry, random theta and
 weights; energy and q00 of every atom, as the issue's potentials): the cost depends on the shapes only. The
-ASE NVE run (velocity Verlet, 0.5 fs, 300 K start) needs trained models (it is skipped for synthetic ones).
+ASE NVE run (velocity Verlet, 0.5 fs, 300 K start) needs given models (it is skipped for synthetic ones).
 `--device cuda` times eager and pt only (no xtb, no NVE) for F up to 4096: the device step of
 experiments/device_checks.sh. Writes results/md_speed.json.
 """
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         numbers, eq = equilibrium(system, stored)
         if system in given:
             models, kind = [read_ferebus_model(p) for p in sorted(pathlib.Path(given[system]).glob("*.model"))], \
-                "trained"
+                "given"
         else:
             models, kind = synthetic_models(system, numbers, eq, args.n_points, args.seed), "synthetic"
         keep = [m for m in models if m.property in ("energy", "iqa", "q00")]
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  threads {threads} F {f:5d}: " + "  ".join(f"{k} {v:.3f}" for k, v in ms.items()), flush=True)
         if on_cpu and system == "ETHANOL" and args.nve_steps > 0:
             torch.set_num_threads(1)
-            if kind == "trained":
+            if kind == "given":
                 extra[system]["nve"] = nve(pot, numbers, eq, args.nve_steps, args.seed)
                 print(f"  NVE: {extra[system]['nve']}", flush=True)
             else:
