@@ -44,7 +44,7 @@ def alf_features(positions: torch.Tensor, alf: torch.Tensor, others: torch.Tenso
 
 def frame_features(pos: torch.Tensor, alf: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     """The computation of alf_features on checked inputs: pos [F, N, 3], alf [A, 3], others [A, N-3] (scriptable)."""
-    c, x, p = pos[:, alf[:, 0]], pos[:, alf[:, 1]], pos[:, alf[:, 2]]  # [F, A, 3]
+    c, x, p = pos.index_select(1, alf[:, 0]), pos.index_select(1, alf[:, 1]), pos.index_select(1, alf[:, 2])
     vx, vp = x - c, p - c
     r1, r2 = vx.norm(p=2, dim=-1), vp.norm(p=2, dim=-1)
     angle = torch.atan2(torch.linalg.cross(vx, vp).norm(p=2, dim=-1), (vx * vp).sum(-1))
@@ -52,7 +52,7 @@ def frame_features(pos: torch.Tensor, alf: torch.Tensor, others: torch.Tensor) -
     vy = vp - (vp * ex).sum(-1, keepdim=True) * ex
     ey = vy / vy.norm(p=2, dim=-1, keepdim=True)
     ez = torch.linalg.cross(ex, ey)
-    d = pos[:, others] - c.unsqueeze(2)  # [F, A, N-3, 3]
+    d = pos.index_select(1, others.flatten()).view(pos.shape[0], others.shape[0], others.shape[1], 3) - c.unsqueeze(2)
     fx = (d * ex.unsqueeze(2)).sum(-1)
     fy = (d * ey.unsqueeze(2)).sum(-1)
     fz = (d * ez.unsqueeze(2)).sum(-1)
@@ -81,7 +81,7 @@ def frame_features_vjp(pos: torch.Tensor, alf: torch.Tensor, others: torch.Tenso
         >>> frame_features_vjp(pos, alf, others, torch.ones(2, 2, 9, dtype=torch.float64)).shape
         torch.Size([2, 5, 3])
     """
-    c, x, p = pos[:, alf[:, 0]], pos[:, alf[:, 1]], pos[:, alf[:, 2]]  # [F, A, 3]
+    c, x, p = pos.index_select(1, alf[:, 0]), pos.index_select(1, alf[:, 1]), pos.index_select(1, alf[:, 2])
     vx, vp = x - c, p - c
     r1, r2 = vx.norm(p=2, dim=-1, keepdim=True), vp.norm(p=2, dim=-1, keepdim=True)
     ex = vx / r1
@@ -96,7 +96,7 @@ def frame_features_vjp(pos: torch.Tensor, alf: torch.Tensor, others: torch.Tenso
     g1, g2, ga = grad[:, :, 0:1], grad[:, :, 1:2], grad[:, :, 2:3]
     g_vx = g1 * ex - ga * ey / r1
     g_vp = g2 * up + ga * (cos_a * up - ex) / (r2 * sin_a)
-    d = pos[:, others] - c.unsqueeze(2)  # [F, A, K, 3]
+    d = pos.index_select(1, others.flatten()).view(pos.shape[0], others.shape[0], others.shape[1], 3) - c.unsqueeze(2)
     fx = (d * ex.unsqueeze(2)).sum(-1)
     fy = (d * ey.unsqueeze(2)).sum(-1)
     fz = (d * ez.unsqueeze(2)).sum(-1)

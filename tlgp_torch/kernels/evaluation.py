@@ -65,11 +65,12 @@ def _wrap_excess(q: torch.Tensor, cyc: torch.Tensor, x_cyc: torch.Tensor,
     """(sigma [B, C, F], 4 pi theta_c (sigma (q_fc - x_mc) - pi) [B, C, F, M]) for q, x in [-pi, pi]; clamped at
     0 this is 4 pi theta_c (|q_fc - x_mc| - pi) where the difference wraps, else 0.
 
-    A difference can exceed pi only in the direction of the query's sign sigma (q >= 0: q - x > pi; q < 0:
-    q - x < -pi): one fused multiply-add over [B, C, F, M] (M innermost), theta folded in (theta >= 0).
+    A difference can exceed pi only in the direction of the query's sign sigma (q > 0: q - x > pi; q < 0:
+    q - x < -pi; q = 0: never, and sigma = 0 gives -4 pi^2 theta, clamped to 0): one fused multiply-add over
+    [B, C, F, M] (M innermost), theta folded in (theta >= 0).
     """
-    qc = q[:, :, cyc].transpose(1, 2)  # [B, C, F]
-    sigma = torch.where(qc >= 0.0, torch.ones_like(qc), -torch.ones_like(qc))
+    qc = q.index_select(2, cyc).transpose(1, 2)  # [B, C, F]
+    sigma = torch.sign(qc)
     scale = (4.0 * math.pi) * theta_cyc.unsqueeze(-1)  # [B, C, 1]
     start = (scale * (sigma * qc - math.pi)).unsqueeze(-1)
     over = torch.addcmul(start, (scale * sigma).unsqueeze(-1), x_cyc.unsqueeze(2), value=-1.0)
