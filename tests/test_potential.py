@@ -325,3 +325,18 @@ def test_single_frame_and_wrong_atom_count_give_clear_errors(models, tmp_path):
         exported(one[:, :5])
     with pytest.raises(Exception, match="positions|shape|dimension|rank"):
         exported(one[0])
+
+
+@pytest.mark.parametrize("program", ["forward", "forces"])
+def test_ase_calculator_on_saved_programs(models, tmp_path, program):
+    """The calculator takes analytic forces from a .pt2 forces program, autograd ones from a forward program."""
+    ase = pytest.importorskip("ase")
+    from tlgp_torch.export import FFLUXCalculator
+    pot = FFLUXPotential(models)
+    path = save_potential(pot, tmp_path / "TEST.pt2", program=program)
+    atoms = ase.Atoms("COHHHH", positions=geometries(1, 17)[0].numpy(), calculator=FFLUXCalculator(path))
+    energy, forces = pot.energy_and_forces(geometries(1, 17))
+    assert atoms.get_potential_energy() == pytest.approx(float(energy[0]), rel=1e-12)
+    assert torch.allclose(torch.as_tensor(atoms.get_forces()), forces[0], rtol=1e-10, atol=1e-12)
+    charges = atoms.get_charges()  # asked for: computed by forward, NaN from the forces program (it has none)
+    assert (program == "forces") == bool(torch.isnan(torch.as_tensor(charges)).all())
