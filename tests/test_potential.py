@@ -246,23 +246,37 @@ def _wrapping_pairs(pot, pos):
     return int((delta.abs() > math.pi).sum())
 
 
+def _outside_windows(pot, pos):
+    """How many (frame, atom, periodic feature) queries of the energy models lie outside their re-cut window
+    (only those can wrap against a training point; then the [B, C, F, M] wrap term is computed)."""
+    t = pot.features(pos)[:, :, pot.cyc] - pot.fast_shift[0]
+    t = t - pot.fast_period[0] * torch.floor((t + math.pi) / (2 * math.pi))
+    return int(((t < pot.fast_win_lo[0]) | (t > pot.fast_win_hi[0])).sum())
+
+
 def test_fast_path_equals_the_reference_formula(models):
-    """forward and evaluate (matmul distances, stacked models) give predict_features' broadcast formula."""
+    """forward and evaluate (matmul distances, stacked models) give predict_features' broadcast formula, for
+    frames near the training set (no wrap term needed) and far from it (wrap term computed)."""
     plain = [FerebusModel(**{**m.__dict__, "kernel_type": "rbf"}) if m.atom == "H4" else m for m in models]
     pot = FFLUXPotential(plain, energy_unit="hartree")
+    near = geometries(6, 11)
     far = BASE + 0.35 * torch.randn(6, 6, 3, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
-    pos = torch.cat([geometries(6, 11), far])
-    assert _wrapping_pairs(pot, pos) > 100  # the FEREBUS wrap is exercised, not just the plain distance
-    ref = pot.predict_features(pot.features(pos))  # [F, P, A]
-    energy, energies, charges = pot(pos)
-    # 1e-10 relative (the issue's bar): matmul distances round at eps |xs|^2 (centred, ~1e-14) instead of eps
-    assert torch.allclose(energies, ref[:, 0], rtol=1e-10, atol=0)
-    assert torch.allclose(charges, ref[:, 1], rtol=1e-10, atol=1e-12)
-    e2, _, energies2, q = pot.evaluate(pos)
-    assert torch.allclose(energies2, ref[:, 0], rtol=1e-10, atol=0)
-    assert torch.allclose(e2, ref[:, 0].sum(-1), rtol=1e-10, atol=0)
-    assert torch.isnan(q).all()  # charges only when asked
-    assert torch.allclose(pot.evaluate(pos, True)[3], ref[:, 1], rtol=1e-10, atol=1e-12)
+    assert _outside_windows(pot, near) == 0 and _outside_windows(pot, far) > 0
+    assert _wrapping_pairs(pot, far) > 100  # the FEREBUS wrap is exercised, not just the plain distance
+    for pos in (near, far):
+        ref = pot.predict_features(pot.features(pos))  # [F, P, A]
+        energy, energies, charges = pot(pos)
+        # 1e-10 relative (the issue's bar): matmul distances round at eps |xs|^2 (centred, ~1e-14) instead of eps
+        assert torch.allclose(energies, ref[:, 0], rtol=1e-10, atol=0)
+        assert torch.allclose(charges, ref[:, 1], rtol=1e-10, atol=1e-12)
+        e2, _, energies2, q = pot.evaluate(pos)
+        assert torch.allclose(energies2, ref[:, 0], rtol=1e-10, atol=0)
+        assert torch.allclose(e2, ref[:, 0].sum(-1), rtol=1e-10, atol=0)
+        assert torch.isnan(q).all()  # charges only when asked
+        assert torch.allclose(pot.evaluate(pos, True)[3], ref[:, 1], rtol=1e-10, atol=1e-12)
+        pot.exporting = True  # the branch-free form torch.export saves: the wrap term always
+        assert torch.allclose(pot.evaluate(pos)[2], ref[:, 0], rtol=1e-10, atol=0)
+        pot.exporting = False
 
 
 def test_analytic_forces_match_autograd_and_finite_differences(models):

@@ -52,6 +52,7 @@ class FFLUXPotential(nn.Module):
     atom_names: list[str]
     charge_index: int
     complete: bool
+    exporting: bool  # True while torch.export traces: the wrap term without a data-dependent branch
 
     def __init__(self, models: Sequence[FerebusModel], length_unit: str = "angstrom", energy_unit: str = "eV",
                  allow_partial: bool = False, dtype: torch.dtype = torch.float64) -> None:
@@ -120,6 +121,7 @@ class FFLUXPotential(nn.Module):
         angle = torch.zeros(d, dtype=torch.bool)
         angle[2] = True  # the angle XCP is in [0, pi]: never wraps against training angles in [0, pi]
         lay = matmul_layout(x.flatten(0, 1), theta.flatten(0, 1), wrap.flatten(0, 1), angle)
+        self.exporting = False
         self.register_buffer("cyc", lay.pop("cyc"))
         for name, value in lay.items():
             self.register_buffer("fast_" + name, value.unflatten(0, shape))
@@ -155,7 +157,8 @@ class FFLUXPotential(nn.Module):
         """Predictions [A, F] of property p at features q [A, F, D] (fast path, differentiable)."""
         return self.mean[p].unsqueeze(-1) + kernel_sums(
             q, self.fast_centre[p], self.fast_sqrt_theta[p], self.fast_xs[p], self.fast_xs_sq[p],
-            self.fast_weights[p], self.cyc, self.fast_x_cyc[p], self.fast_theta_cyc[p])
+            self.fast_weights[p], self.cyc, self.fast_x_cyc[p], self.fast_theta_cyc[p], self.fast_shift[p],
+            self.fast_period[p], self.fast_win_lo[p], self.fast_win_hi[p], not self.exporting)
 
     def _per_atom(self, pred: torch.Tensor) -> torch.Tensor:
         """[A, F] predictions of the modelled atoms -> [F, N]."""
@@ -196,7 +199,8 @@ class FFLUXPotential(nn.Module):
         q = frame_features(bohr, self.alf, self.others).transpose(0, 1)  # [A, F, D]
         e, g = kernel_sums_and_grad(q, self.fast_centre[0], self.fast_sqrt_theta[0], self.fast_xs[0],
                                     self.fast_xs_sq[0], self.fast_weights[0], self.cyc, self.fast_x_cyc[0],
-                                    self.fast_theta_cyc[0])
+                                    self.fast_theta_cyc[0], self.fast_shift[0], self.fast_period[0],
+                                    self.fast_win_lo[0], self.fast_win_hi[0], not self.exporting)
         energies = self._per_atom(e + self.mean[0].unsqueeze(-1)) * self.energy_scale
         grad = frame_features_vjp(bohr, self.alf, self.others, g.transpose(0, 1))  # dE/dbohr [F, N, 3]
         forces = grad * (-self.energy_scale * self.length_scale)

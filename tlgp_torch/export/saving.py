@@ -67,7 +67,11 @@ def save_potential(potential: FFLUXPotential, path: str | os.PathLike, program: 
         example[:] = _sample_positions(potential)
         frames = torch.export.Dim("frames", min=1)
         module = potential.cpu() if program == "forward" else ForcesProgram(potential.cpu())
-        exported = torch.export.export(module, (example,), dynamic_shapes={"positions": {0: frames}})
+        potential.exporting = True  # no data-dependent branch: the wrap term always (exact, a little slower)
+        try:
+            exported = torch.export.export(module, (example,), dynamic_shapes={"positions": {0: frames}})
+        finally:
+            potential.exporting = False
         atomic_write(path, lambda fh: torch.export.save(exported, fh, extra_files=extra))
     return path
 

@@ -19,15 +19,19 @@ def matmul_layout(x: torch.Tensor, theta: torch.Tensor, wrap: torch.Tensor,
                   never_wraps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Tensors of B stacked models for kernel_sums: x [B, M, D] (bohr, radians), theta [B, D], wrap [B, D] bool.
 
-    Returns centre [B, D] (the mean training point), sqrt_theta [B, D], xs = (x - centre) sqrt(theta)
-    [B, M, D], xs_sq = |xs|^2 [B, M], cyc [C] (the periodic feature indices of any model), x_cyc [B, C, M]
-    (their raw values, reduced into [-pi, pi]: the wrapped kernel is 2 pi periodic in each of them) and
-    theta_cyc [B, C] (theta where the model wraps that feature, 0 where it does not). Features flagged in
-    `never_wraps` [D] (e.g. the ALF angle XCP, in [0, pi] for query and training points alike) are left out of
-    cyc when all training values lie in [0, pi]: their differences never exceed pi, so the wrap is exactly void.
+    The periodic features cyc [C] (those any model wraps; a feature flagged in `never_wraps` [D], e.g. the ALF
+    angle XCP in [0, pi], is left out when all its training values lie in [0, pi]: its differences never
+    exceed pi) are re-cut: per model and feature, the branch cut moves to the middle of the widest gap between
+    training values, x' = x - shift reduced into [-pi, pi). The wrapped kernel is unchanged (2 pi periodic in
+    the difference), and a query q' (re-cut alike) inside the window [max x' - pi, min x' + pi] differs from
+    every training value by at most pi: no wrap, so the feature is a plain one in the matmul. For ALF phi
+    sampled by MD, the training values span well under pi and every query near them lies in the window.
 
-    Centring keeps the matmul distance |qs|^2 + |xs|^2 - 2 qs.xs accurate: its rounding is eps times the squared
-    norms, which centring makes small.
+    Returns centre [B, D] (the mean re-cut training point), sqrt_theta [B, D], xs = (x' - centre) sqrt(theta)
+    [B, M, D], xs_sq = |xs|^2 [B, M], cyc [C], x_cyc [B, C, M] (the re-cut values), theta_cyc [B, C] (theta
+    where the model wraps, else 0), shift, period (2 pi where the model wraps, else 0: those are not re-cut),
+    win_lo and win_hi [B, C] (the window; -inf, inf where the model does not wrap). Centring keeps the matmul
+    distance |qs|^2 + |xs|^2 - 2 qs.xs accurate: its rounding is eps times the squared norms.
 
     Example:
         >>> x, theta = torch.rand(2, 50, 6, dtype=torch.float64), torch.full((2, 6), 0.5, dtype=torch.float64)
@@ -38,18 +42,47 @@ def matmul_layout(x: torch.Tensor, theta: torch.Tensor, wrap: torch.Tensor,
     if x.dim() != 3 or theta.shape != (x.shape[0], x.shape[2]) or wrap.shape != theta.shape:
         raise ValueError(f"x must be [B, M, D] with theta and wrap [B, D], got {tuple(x.shape)}, "
                          f"{tuple(theta.shape)}, {tuple(wrap.shape)}")
-    centre = x.mean(1)
-    sqrt_theta = theta.sqrt()
-    xs = (x - centre.unsqueeze(1)) * sqrt_theta.unsqueeze(1)
     any_wrap = wrap.any(0)
     if never_wraps is not None:
         in_range = ((x >= 0) & (x <= math.pi)).all(1).all(0)
         any_wrap = any_wrap & ~(never_wraps & in_range)
     cyc = torch.nonzero(any_wrap).flatten()
-    x_cyc = (torch.remainder(x[:, :, cyc] + math.pi, 2 * math.pi) - math.pi).transpose(1, 2).contiguous()
-    theta_cyc = torch.where(wrap[:, cyc], theta[:, cyc], torch.zeros_like(theta[:, cyc]))
+    wm = wrap[:, cyc]  # [B, C]
+    period = torch.where(wm, torch.full_like(theta[:, cyc], 2 * math.pi), torch.zeros_like(theta[:, cyc]))
+    red = _reduce(x[:, :, cyc], torch.zeros_like(period), period)  # [B, M, C] in [-pi, pi) where wrapped
+    v = red.sort(1).values
+    gaps = torch.cat([v[:, 1:] - v[:, :-1], v[:, :1] + 2 * math.pi - v[:, -1:]], 1)
+    widest = gaps.argmax(1, keepdim=True)
+    cut = (v.gather(1, widest) + 0.5 * gaps.gather(1, widest)).squeeze(1)
+    shift = torch.where(wm, cut + math.pi, torch.zeros_like(cut))
+    recut = _reduce(red, shift, period)
+    inf = torch.full_like(shift, math.inf)
+    win_lo = torch.where(wm, recut.max(1).values - math.pi, -inf)
+    win_hi = torch.where(wm, recut.min(1).values + math.pi, inf)
+    x = x.clone()
+    x[:, :, cyc] = recut
+    centre = x.mean(1)
+    sqrt_theta = theta.sqrt()
+    xs = (x - centre.unsqueeze(1)) * sqrt_theta.unsqueeze(1)
+    theta_cyc = torch.where(wm, theta[:, cyc], torch.zeros_like(theta[:, cyc]))
     return {"centre": centre, "sqrt_theta": sqrt_theta, "xs": xs, "xs_sq": xs.pow(2).sum(-1), "cyc": cyc,
-            "x_cyc": x_cyc, "theta_cyc": theta_cyc}
+            "x_cyc": recut.transpose(1, 2).contiguous(), "theta_cyc": theta_cyc, "shift": shift, "period": period,
+            "win_lo": win_lo, "win_hi": win_hi}
+
+
+def _reduce(v: torch.Tensor, shift: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
+    """v - shift reduced into [-pi, pi) where period = 2 pi, unchanged where period = 0 (v [B, M, C], others
+    [B, C])."""
+    t = v - shift.unsqueeze(1)
+    return t - period.unsqueeze(1) * torch.floor((t + math.pi) / (2 * math.pi))
+
+
+def _query(q: torch.Tensor, cyc: torch.Tensor, shift: torch.Tensor, period: torch.Tensor, win_lo: torch.Tensor,
+           win_hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q re-cut [B, F, D], its periodic features [B, F, C], whether any lies outside its window)."""
+    t = _reduce(q.index_select(2, cyc), shift, period)
+    outside = ((t < win_lo.unsqueeze(1)) | (t > win_hi.unsqueeze(1))).any()
+    return q.index_copy(2, cyc, t), t, outside
 
 
 def _distances(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor, xs: torch.Tensor,
@@ -60,16 +93,16 @@ def _distances(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor, 
     return qs, torch.baddbmm(sq, qs, xs.transpose(1, 2), alpha=-2.0)
 
 
-def _wrap_excess(q: torch.Tensor, cyc: torch.Tensor, x_cyc: torch.Tensor,
-                 theta_cyc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sigma [B, C, F], 4 pi theta_c (sigma (q_fc - x_mc) - pi) [B, C, F, M]) for q, x in [-pi, pi]; clamped at
+def _wrap_excess(t: torch.Tensor, x_cyc: torch.Tensor, theta_cyc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sigma [B, C, F], 4 pi theta_c (sigma (t_fc - x_mc) - pi) [B, C, F, M]) for t [B, F, C] and x in
+    [-pi, pi]; clamped at
     0 this is 4 pi theta_c (|q_fc - x_mc| - pi) where the difference wraps, else 0.
 
     A difference can exceed pi only in the direction of the query's sign sigma (q > 0: q - x > pi; q < 0:
     q - x < -pi; q = 0: never, and sigma = 0 gives -4 pi^2 theta, clamped to 0): one fused multiply-add over
     [B, C, F, M] (M innermost), theta folded in (theta >= 0).
     """
-    qc = q.index_select(2, cyc).transpose(1, 2)  # [B, C, F]
+    qc = t.transpose(1, 2)  # [B, C, F]
     sigma = torch.sign(qc)
     scale = (4.0 * math.pi) * theta_cyc.unsqueeze(-1)  # [B, C, 1]
     start = (scale * (sigma * qc - math.pi)).unsqueeze(-1)
@@ -79,56 +112,61 @@ def _wrap_excess(q: torch.Tensor, cyc: torch.Tensor, x_cyc: torch.Tensor,
 
 def kernel_sums(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor, xs: torch.Tensor,
                 xs_sq: torch.Tensor, weights: torch.Tensor, cyc: torch.Tensor, x_cyc: torch.Tensor,
-                theta_cyc: torch.Tensor) -> torch.Tensor:
+                theta_cyc: torch.Tensor, shift: torch.Tensor, period: torch.Tensor, win_lo: torch.Tensor,
+                win_hi: torch.Tensor, check: bool = True) -> torch.Tensor:
     """y_b(q_bf) = sum_m w_bm exp(-sum_d theta_bd delta_bfmd^2) [B, F] at queries q [B, F, D] (one per model).
 
-    delta is FEREBUS's wrapped difference on the periodic features cyc: for a query and a training value both
-    in [-pi, pi], wrap(delta)^2 = delta^2 - 4 pi (|delta| - pi) where |delta| > pi. Differentiable by autograd
-    (no in-place operations); the other arguments are those of matmul_layout, weights [B, M].
+    delta is FEREBUS's wrapped difference on the periodic features cyc. After the re-cut of matmul_layout,
+    wrap(delta)^2 = delta^2 - 4 pi (|delta| - pi) where |delta| > pi, which happens only for a query outside
+    its window: the [B, C, F, M] wrap term is computed only then (`check`), or always (check=False: no
+    data-dependent branch, for torch.export). Differentiable by autograd (no in-place operations); the other
+    arguments are those of matmul_layout, weights [B, M].
 
     Example:
         >>> x, theta = torch.rand(1, 40, 3, dtype=torch.float64), torch.full((1, 3), 0.7, dtype=torch.float64)
         >>> lay = matmul_layout(x, theta, torch.zeros(1, 3, dtype=torch.bool))
         >>> w, q = torch.ones(1, 40, dtype=torch.float64), x[:, :2]
-        >>> y = kernel_sums(q, lay["centre"], lay["sqrt_theta"], lay["xs"], lay["xs_sq"], w, lay["cyc"],
-        ...                 lay["x_cyc"], lay["theta_cyc"])
+        >>> y = kernel_sums(q, weights=w, **lay)
         >>> bool(torch.allclose(y, torch.exp(-(0.7 * (q[0, :, None] - x[0]) ** 2).sum(-1)).sum(-1)))
         True
     """
+    q, t, outside = _query(q, cyc, shift, period, win_lo, win_hi)
     _, dist = _distances(q, centre, sqrt_theta, xs, xs_sq)
-    if cyc.numel() > 0:
-        dist = dist - _wrap_excess(q, cyc, x_cyc, theta_cyc)[1].clamp_min(0.0).sum(1)
+    if cyc.numel() > 0 and (not check or bool(outside)):
+        dist = dist - _wrap_excess(t, x_cyc, theta_cyc)[1].clamp_min(0.0).sum(1)
     k = torch.exp(-dist.clamp_min(0.0))
     return torch.bmm(k, weights.unsqueeze(-1)).squeeze(-1)
 
 
 def kernel_sums_and_grad(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor, xs: torch.Tensor,
                          xs_sq: torch.Tensor, weights: torch.Tensor, cyc: torch.Tensor, x_cyc: torch.Tensor,
-                         theta_cyc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                         theta_cyc: torch.Tensor, shift: torch.Tensor, period: torch.Tensor, win_lo: torch.Tensor,
+                         win_hi: torch.Tensor, check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(y [B, F], dy/dq [B, F, D]) of kernel_sums, the gradient analytic (no autograd graph, in-place temporaries).
 
     dy/dq_d = sum_m w_m k_m (-2 theta_d delta_md) = -2 sqrt(theta_d) (qs_d S - (wk @ xs)_d) with wk_m = w_m k_m,
-    S = sum_m wk_m, plus, on a periodic feature, 4 pi theta_d sum_m wk_m sign(delta_md) [|delta_md| > pi]
-    (the derivative of the wrap term). Two batched matmuls carry all non-periodic features.
+    S = sum_m wk_m (the re-cut is a shift: d q'/d q = 1), plus, where a query is outside its window, on a
+    periodic feature, 4 pi theta_d sum_m wk_m sign(delta_md) [|delta_md| > pi] (the derivative of the wrap term).
 
     Example:
         >>> x, theta = torch.rand(1, 40, 3, dtype=torch.float64), torch.full((1, 3), 0.7, dtype=torch.float64)
         >>> lay = matmul_layout(x, theta, torch.zeros(1, 3, dtype=torch.bool))
         >>> w, q = torch.ones(1, 40, dtype=torch.float64), x[:, :2] + 0.1
-        >>> y, g = kernel_sums_and_grad(q, lay["centre"], lay["sqrt_theta"], lay["xs"], lay["xs_sq"], w,
-        ...                             lay["cyc"], lay["x_cyc"], lay["theta_cyc"])
+        >>> y, g = kernel_sums_and_grad(q, weights=w, **lay)
         >>> g.shape
         torch.Size([1, 2, 3])
     """
+    q, t, outside = _query(q, cyc, shift, period, win_lo, win_hi)
     qs, dist = _distances(q, centre, sqrt_theta, xs, xs_sq)
+    wrapped = cyc.numel() > 0 and (not check or bool(outside))
     sigma, over = q.new_zeros(0), q.new_zeros(0)
-    if cyc.numel() > 0:
-        sigma, over = _wrap_excess(q, cyc, x_cyc, theta_cyc)
+    if wrapped:
+        sigma, over = _wrap_excess(t, x_cyc, theta_cyc)
         dist.sub_(over.clamp_min_(0.0).sum(1))  # over [B, C, F, M]
     wk = dist.clamp_min_(0.0).neg_().exp_().mul_(weights.unsqueeze(1))  # [B, F, M]
     total = wk.sum(-1)
     grad = torch.bmm(wk, xs).sub_(qs * total.unsqueeze(-1)).mul_(2.0 * sqrt_theta.unsqueeze(1))
-    if cyc.numel() > 0:
+    if wrapped:
         jump = over.sign_().mul_(wk.unsqueeze(1)).sum(-1).mul_(sigma)  # sigma sum_m wk_m [|delta_m| > pi] [B, C, F]
         grad.index_add_(2, cyc, jump.mul_((4.0 * math.pi) * theta_cyc.unsqueeze(-1)).transpose(1, 2))
     return total, grad
