@@ -354,3 +354,22 @@ def test_ase_calculator_on_saved_programs(models, tmp_path, program):
     assert torch.allclose(torch.as_tensor(atoms.get_forces()), forces[0], rtol=1e-10, atol=1e-12)
     charges = atoms.get_charges()  # asked for: computed by forward, NaN from the forces program (it has none)
     assert (program == "forces") == bool(torch.isnan(torch.as_tensor(charges)).all())
+
+
+def test_large_weights_switch_to_exact_differences(models):
+    """Where sum |w| would carry the matmul distances' rounding past 1e-10 relative, a property is evaluated by
+    exact differences (FEREBUS-like ill-conditioned models): still the reference formula, forces by autograd."""
+    big = [FerebusModel(**{**m.__dict__, "weights": m.weights * 1e9, "mean": 1.0}) if m.property == "iqa" else m
+           for m in models]
+    pot = FFLUXPotential(big, energy_unit="hartree")
+    assert pot.exact == [True, False]
+    pos = BASE + 0.3 * torch.randn(3, 6, 3, generator=torch.Generator().manual_seed(18), dtype=torch.float64)
+    ref = pot.predict_features(pot.features(pos))
+    energy, forces, energies, charges = pot.evaluate(pos, True)
+    # both sum the same terms exactly in another order: eps sum |w_m k_m| / |y| ~ 1e-13 here
+    assert torch.allclose(energies, ref[:, 0], rtol=1e-10, atol=0)
+    assert torch.allclose(charges, ref[:, 1], rtol=1e-10, atol=1e-12)
+    assert torch.allclose(pot(pos)[1], ref[:, 0], rtol=1e-10, atol=0)
+    p = pos.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(pot.predict_features(pot.features(p))[:, 0].sum(), p)
+    assert float((forces + grad).abs().max() / grad.abs().max()) < 1e-10

@@ -10,7 +10,7 @@ from tlgp_torch.data.dataset import cyclic_feature_mask
 from tlgp_torch.features.alf_features import frame_features, frame_features_vjp, non_frame_atoms
 from tlgp_torch.features.elements import parse_atom_name
 from tlgp_torch.io.ferebus_model import FerebusModel
-from tlgp_torch.kernels.evaluation import kernel_sums, kernel_sums_and_grad, matmul_layout
+from tlgp_torch.kernels.evaluation import kernel_sums, kernel_sums_and_grad, matmul_layout, matmul_rounding
 from tlgp_torch.kernels.formula import wrap_angle
 from tlgp_torch.units import ANGSTROM_TO_BOHR, HARTREE_TO_EV
 
@@ -19,6 +19,7 @@ __all__ = ["CHARGE_PROPERTY", "ENERGY_PROPERTIES", "FFLUXPotential", "energy_and
 ENERGY_PROPERTIES = ("iqa", "energy")  # FFLUX IQA energy, or the GFN2 atom-resolved stand-in (Hartree)
 CHARGE_PROPERTY = "q00"                # atomic charge (e)
 LENGTH_UNITS = {"angstrom": ANGSTROM_TO_BOHR, "bohr": 1.0}       # -> bohr
+EXACT_BELOW = 1e-10  # a property whose matmul rounding bound (relative) exceeds this uses exact differences
 ENERGY_UNITS = {"eV": HARTREE_TO_EV, "hartree": 1.0}              # hartree ->
 
 
@@ -53,6 +54,7 @@ class FFLUXPotential(nn.Module):
     charge_index: int
     complete: bool
     exporting: bool  # True while torch.export traces: the wrap term without a data-dependent branch
+    exact: list[bool]  # per property: distances by exact differences (the matmul rounding bound passes 1e-10)
 
     def __init__(self, models: Sequence[FerebusModel], length_unit: str = "angstrom", energy_unit: str = "eV",
                  allow_partial: bool = False, dtype: torch.dtype = torch.float64) -> None:
@@ -123,6 +125,8 @@ class FFLUXPotential(nn.Module):
         lay = matmul_layout(x.flatten(0, 1), theta.flatten(0, 1), wrap.flatten(0, 1), angle)
         self.exporting = False
         self.register_buffer("cyc", lay.pop("cyc"))
+        rounding = matmul_rounding(lay["xs_sq"], (prefactor.unsqueeze(-1) * w).flatten(0, 1), mean.flatten())
+        self.exact = [bool(r.max() > EXACT_BELOW) for r in rounding.view(shape)]
         for name, value in lay.items():
             self.register_buffer("fast_" + name, value.unflatten(0, shape))
         self.register_buffer("fast_weights", prefactor.unsqueeze(-1) * w)
@@ -158,7 +162,8 @@ class FFLUXPotential(nn.Module):
         return self.mean[p].unsqueeze(-1) + kernel_sums(
             q, self.fast_centre[p], self.fast_sqrt_theta[p], self.fast_xs[p], self.fast_xs_sq[p],
             self.fast_weights[p], self.cyc, self.fast_x_cyc[p], self.fast_theta_cyc[p], self.fast_shift[p],
-            self.fast_period[p], self.fast_win_lo[p], self.fast_win_hi[p], not self.exporting)
+            self.fast_period[p], self.fast_win_lo[p], self.fast_win_hi[p], not self.exporting,
+            self.fast_x[p] if self.exact[p] else None)
 
     def _per_atom(self, pred: torch.Tensor) -> torch.Tensor:
         """[A, F] predictions of the modelled atoms -> [F, N]."""
@@ -200,7 +205,8 @@ class FFLUXPotential(nn.Module):
         e, g = kernel_sums_and_grad(q, self.fast_centre[0], self.fast_sqrt_theta[0], self.fast_xs[0],
                                     self.fast_xs_sq[0], self.fast_weights[0], self.cyc, self.fast_x_cyc[0],
                                     self.fast_theta_cyc[0], self.fast_shift[0], self.fast_period[0],
-                                    self.fast_win_lo[0], self.fast_win_hi[0], not self.exporting)
+                                    self.fast_win_lo[0], self.fast_win_hi[0], not self.exporting,
+                                    self.fast_x[0] if self.exact[0] else None)
         energies = self._per_atom(e + self.mean[0].unsqueeze(-1)) * self.energy_scale
         grad = frame_features_vjp(bohr, self.alf, self.others, g.transpose(0, 1))  # dE/dbohr [F, N, 3]
         forces = grad * (-self.energy_scale * self.length_scale)

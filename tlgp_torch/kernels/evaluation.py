@@ -12,7 +12,7 @@ import math
 
 import torch
 
-__all__ = ["kernel_sums", "kernel_sums_and_grad", "matmul_layout"]
+__all__ = ["kernel_sums", "kernel_sums_and_grad", "matmul_layout", "matmul_rounding"]
 
 
 def matmul_layout(x: torch.Tensor, theta: torch.Tensor, wrap: torch.Tensor,
@@ -27,11 +27,12 @@ def matmul_layout(x: torch.Tensor, theta: torch.Tensor, wrap: torch.Tensor,
     every training value by at most pi: no wrap, so the feature is a plain one in the matmul. For ALF phi
     sampled by MD, the training values span well under pi and every query near them lies in the window.
 
-    Returns centre [B, D] (the mean re-cut training point), sqrt_theta [B, D], xs = (x' - centre) sqrt(theta)
-    [B, M, D], xs_sq = |xs|^2 [B, M], cyc [C], x_cyc [B, C, M] (the re-cut values), theta_cyc [B, C] (theta
-    where the model wraps, else 0), shift, period (2 pi where the model wraps, else 0: those are not re-cut),
-    win_lo and win_hi [B, C] (the window; -inf, inf where the model does not wrap). Centring keeps the matmul
-    distance |qs|^2 + |xs|^2 - 2 qs.xs accurate: its rounding is eps times the squared norms.
+    Returns x [B, M, D] (re-cut), centre [B, D] (the mean re-cut training point), sqrt_theta [B, D],
+    xs = (x' - centre) sqrt(theta) [B, M, D], xs_sq = |xs|^2 [B, M], cyc [C], x_cyc [B, C, M] (the re-cut
+    values), theta_cyc [B, C] (theta where the model wraps, else 0), shift, period (2 pi where the model
+    wraps, else 0: those are not re-cut), win_lo and win_hi [B, C] (the window; -inf, inf where the model does
+    not wrap). Centring keeps the matmul distance |qs|^2 + |xs|^2 - 2 qs.xs accurate: its rounding is eps
+    times the squared norms.
 
     Example:
         >>> x, theta = torch.rand(2, 50, 6, dtype=torch.float64), torch.full((2, 6), 0.5, dtype=torch.float64)
@@ -65,7 +66,7 @@ def matmul_layout(x: torch.Tensor, theta: torch.Tensor, wrap: torch.Tensor,
     sqrt_theta = theta.sqrt()
     xs = (x - centre.unsqueeze(1)) * sqrt_theta.unsqueeze(1)
     theta_cyc = torch.where(wm, theta[:, cyc], torch.zeros_like(theta[:, cyc]))
-    return {"centre": centre, "sqrt_theta": sqrt_theta, "xs": xs, "xs_sq": xs.pow(2).sum(-1), "cyc": cyc,
+    return {"x": x, "centre": centre, "sqrt_theta": sqrt_theta, "xs": xs, "xs_sq": xs.pow(2).sum(-1), "cyc": cyc,
             "x_cyc": recut.transpose(1, 2).contiguous(), "theta_cyc": theta_cyc, "shift": shift, "period": period,
             "win_lo": win_lo, "win_hi": win_hi}
 
@@ -83,6 +84,25 @@ def _query(q: torch.Tensor, cyc: torch.Tensor, shift: torch.Tensor, period: torc
     t = _reduce(q.index_select(2, cyc), shift, period)
     outside = ((t < win_lo.unsqueeze(1)) | (t > win_hi.unsqueeze(1))).any()
     return q.index_copy(2, cyc, t), t, outside
+
+
+def matmul_rounding(xs_sq: torch.Tensor, weights: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Bound [B] on the relative rounding of the matmul form of y = mean + sum_m w_m k_m: its distances round at
+    about eps max_m |xs_m|^2 (twice that for the query), which sum_m |w_m| carries into y; `scale` [B] is |y|'s
+    size (|mean|). Models beyond a tolerance are evaluated by exact differences instead (`exact`)."""
+    eps = torch.finfo(xs_sq.dtype).eps
+    return 4.0 * eps * xs_sq.amax(-1) * weights.abs().sum(-1) / scale.abs().clamp_min(1e-300)
+
+
+def _exact_distances(q: torch.Tensor, x: torch.Tensor, theta: torch.Tensor, cyc: torch.Tensor,
+                     period: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(delta [B, F, M, D] wrapped, sum_d theta_d delta_d^2 [B, F, M]) by differences (no cancellation)."""
+    delta = q.unsqueeze(2) - x.unsqueeze(1)
+    if cyc.numel() > 0:
+        dc = delta.index_select(3, cyc)
+        dc = dc - period.unsqueeze(1).unsqueeze(1) * torch.round(dc / (2 * math.pi))
+        delta = delta.index_copy(3, cyc, dc)
+    return delta, (delta * delta * theta.unsqueeze(1).unsqueeze(1)).sum(-1)
 
 
 def _distances(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor, xs: torch.Tensor,
@@ -113,14 +133,16 @@ def _wrap_excess(t: torch.Tensor, x_cyc: torch.Tensor, theta_cyc: torch.Tensor) 
 def kernel_sums(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor, xs: torch.Tensor,
                 xs_sq: torch.Tensor, weights: torch.Tensor, cyc: torch.Tensor, x_cyc: torch.Tensor,
                 theta_cyc: torch.Tensor, shift: torch.Tensor, period: torch.Tensor, win_lo: torch.Tensor,
-                win_hi: torch.Tensor, check: bool = True) -> torch.Tensor:
+                win_hi: torch.Tensor, check: bool = True, x: torch.Tensor | None = None) -> torch.Tensor:
     """y_b(q_bf) = sum_m w_bm exp(-sum_d theta_bd delta_bfmd^2) [B, F] at queries q [B, F, D] (one per model).
 
     delta is FEREBUS's wrapped difference on the periodic features cyc. After the re-cut of matmul_layout,
     wrap(delta)^2 = delta^2 - 4 pi (|delta| - pi) where |delta| > pi, which happens only for a query outside
     its window: the [B, C, F, M] wrap term is computed only then (`check`), or always (check=False: no
-    data-dependent branch, for torch.export). Differentiable by autograd (no in-place operations); the other
-    arguments are those of matmul_layout, weights [B, M].
+    data-dependent branch, for torch.export). Given x (matmul_layout's re-cut x), distances come from exact
+    differences instead (for models whose weights would carry the matmul's rounding past a tolerance:
+    matmul_rounding). Differentiable by autograd (no in-place operations); the other arguments are those of
+    matmul_layout, weights [B, M].
 
     Example:
         >>> x, theta = torch.rand(1, 40, 3, dtype=torch.float64), torch.full((1, 3), 0.7, dtype=torch.float64)
@@ -131,9 +153,12 @@ def kernel_sums(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor,
         True
     """
     q, t, outside = _query(q, cyc, shift, period, win_lo, win_hi)
-    _, dist = _distances(q, centre, sqrt_theta, xs, xs_sq)
-    if cyc.numel() > 0 and (not check or bool(outside)):
-        dist = dist - _wrap_excess(t, x_cyc, theta_cyc)[1].clamp_min(0.0).sum(1)
+    if x is not None:
+        dist = _exact_distances(q, x, sqrt_theta * sqrt_theta, cyc, period)[1]
+    else:
+        dist = _distances(q, centre, sqrt_theta, xs, xs_sq)[1]
+        if cyc.numel() > 0 and (not check or bool(outside)):
+            dist = dist - _wrap_excess(t, x_cyc, theta_cyc)[1].clamp_min(0.0).sum(1)
     k = torch.exp(-dist.clamp_min(0.0))
     return torch.bmm(k, weights.unsqueeze(-1)).squeeze(-1)
 
@@ -141,7 +166,8 @@ def kernel_sums(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor,
 def kernel_sums_and_grad(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor, xs: torch.Tensor,
                          xs_sq: torch.Tensor, weights: torch.Tensor, cyc: torch.Tensor, x_cyc: torch.Tensor,
                          theta_cyc: torch.Tensor, shift: torch.Tensor, period: torch.Tensor, win_lo: torch.Tensor,
-                         win_hi: torch.Tensor, check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                         win_hi: torch.Tensor, check: bool = True,
+                         x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(y [B, F], dy/dq [B, F, D]) of kernel_sums, the gradient analytic (no autograd graph, in-place temporaries).
 
     dy/dq_d = sum_m w_m k_m (-2 theta_d delta_md) = -2 sqrt(theta_d) (qs_d S - (wk @ xs)_d) with wk_m = w_m k_m,
@@ -157,6 +183,12 @@ def kernel_sums_and_grad(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torc
         torch.Size([1, 2, 3])
     """
     q, t, outside = _query(q, cyc, shift, period, win_lo, win_hi)
+    if x is not None:  # exact differences: dy/dq = -2 theta sum_m wk_m delta_m
+        theta = sqrt_theta * sqrt_theta
+        delta, dist = _exact_distances(q, x, theta, cyc, period)
+        wk = torch.exp(-dist) * weights.unsqueeze(1)
+        grad = (wk.unsqueeze(-1) * delta).sum(2) * (-2.0 * theta.unsqueeze(1))
+        return wk.sum(-1), grad
     qs, dist = _distances(q, centre, sqrt_theta, xs, xs_sq)
     wrapped = cyc.numel() > 0 and (not check or bool(outside))
     sigma, over = q.new_zeros(0), q.new_zeros(0)
