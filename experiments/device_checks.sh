@@ -3,7 +3,8 @@
 #
 #   here:   bash experiments/device_checks.sh --prepare     # copies the data it needs into .device_data/ (git-ignored)
 #   device: run(command="bash experiments/device_checks.sh", carry=[".device_data"], timeout_s=600)
-#           STEPS="eval tl20k" bash experiments/device_checks.sh    # a subset of the steps (default: all)
+#           STEPS="eval tl20k" bash experiments/device_checks.sh    # a subset of the steps (default: 1-4)
+#           STEPS=md bash experiments/device_checks.sh              # issue 19's step, its own call (about 2 min)
 #
 # The device image has torch (CUDA), gpytorch, pandas and pytest but no network: the package runs from the
 # checkout (PYTHONPATH), nothing is installed. Each step has its own time limit so that one overrun cannot take
@@ -16,6 +17,7 @@ if [[ "${1:-}" == "--prepare" ]]; then
     mkdir -p "$DATA/fflux" "$DATA/ethanol_100k"
     cp "$shared"/GLYCINE_C1_{TRAINING,VALIDATION}_SET.csv "$DATA/fflux/"
     cp data/gfn2/ethanol_100k/ETHANOL_C1_{TRAINING,VALIDATION}_SET.csv "$DATA/ethanol_100k/"  # tlgp data generate configs/data/ethanol_100k.toml
+    python3 experiments/md_speed.py --save-geometries "$DATA/md_geometries.json"  # GFN2 minima (needs ase, tblite)
     du -sh "$DATA"
     exit 0
 fi
@@ -24,8 +26,8 @@ mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 # SMOKE=1: the same steps at toy sizes, to check the script here before spending device time
-if [[ "${SMOKE:-0}" == 1 ]]; then SIZES="1 2" NPTS=150 MOL=3 EVAL="500 1000" GPMAX=500 BIG=1000
-else SIZES="1 8 26" NPTS=2000 MOL=494 EVAL="10000 20000 40000" GPMAX=20000 BIG=20000; fi
+if [[ "${SMOKE:-0}" == 1 ]]; then SIZES="1 2" NPTS=150 MOL=3 EVAL="500 1000" GPMAX=500 BIG=1000 MDF="1 8" MDN=200
+else SIZES="1 8 26" NPTS=2000 MOL=494 EVAL="10000 20000 40000" GPMAX=20000 BIG=20000 MDF="1 8 64 512 4096" MDN=2000; fi
 STEPS=${STEPS:-tests throughput molecule eval tl20k}
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.log, keep going on failure
     local name=$1 limit=$2; shift 2
@@ -46,10 +48,13 @@ step molecule 150 $PY experiments/throughput.py --sizes $MOL --n-points $NPTS --
 # 4. issue 6: one exact likelihood+gradient vs N (lean path) and plain gpytorch, then TL of one N=$BIG model
 step eval 100 $PY experiments/scaling.py --data $DATA/ethanol_100k --tables eval --sizes $EVAL --gpytorch-max $GPMAX --repeats 2 --out "$OUT/scaling_eval.json"
 step tl20k 90 $PY experiments/scaling.py --data $DATA/ethanol_100k --tables n --sizes $BIG --iterative-max 0 --exact-ll-max $BIG --out "$OUT/scaling_tl20k.json"
+# 6. issue 19 (not in the default steps; its own call): the potential's energy + forces (eager and TorchScript; synthetic N=$MDN models of ETHANOL and
+#    FOMEPIZOLE, the cost depends on shapes only) for F = 1 .. 4096 frames per call, next to today's path (F <= 512)
+step md 120 $PY experiments/md_speed.py --device cuda --geometries $DATA/md_geometries.json --frames $MDF --threads 1 --n-points $MDN --repeats 5 --today-max-frames 512 --nve-steps 0 --out "$OUT/md_speed.json"
 # 5. issue 6 (not in the default steps; its own call): the iterative path on the same 20k set, next to exact at
 #    the same nugget (the iterative floor 1e-6), both evaluated exactly; dense lean kernel (5 N^2 doubles budgeted: 16 GB at 20k)
 step iter20k 420 $PY experiments/scaling.py --data $DATA/ethanol_100k --tables n --sizes $BIG --nugget 1e-6 --iterative-max $BIG --exact-ll-max $BIG --iter-kernel dense --out "$OUT/scaling_iter20k.json"
 echo; cat "$OUT/steps.txt"; cat "$OUT/versions.txt"
-for f in tests:4 throughput:6 molecule:4 eval:9 tl20k:4 iter20k:5; do
+for f in tests:4 throughput:6 molecule:4 eval:9 tl20k:4 iter20k:5 md:22; do
     [[ -f "$OUT/${f%%:*}.log" ]] && tail -n "${f##*:}" "$OUT/${f%%:*}.log"
 done

@@ -16,7 +16,11 @@ _calculator = require("ase.calculators.calculator", "the ASE calculator")
 
 
 class FFLUXCalculator(_calculator.Calculator):
-    """ASE calculator (eV, eV/A, e) for a molecule's FFLUX GP potential; forces by autograd."""
+    """ASE calculator (eV, eV/A, e) for a molecule's FFLUX GP potential.
+
+    Forces analytic where the potential has `evaluate` (eager, TorchScript) or is a saved "forces" program
+    (.pt2); by autograd through forward otherwise. Charges are computed only when ASE asks for them.
+    """
 
     implemented_properties = ["energy", "free_energy", "forces", "energies", "charges"]
 
@@ -41,11 +45,18 @@ class FFLUXCalculator(_calculator.Calculator):
             raise ValueError(f"the potential is for atomic numbers {self.numbers.tolist()}, the Atoms object has "
                              f"{self.atoms.numbers.tolist()} (same atoms, same order needed)")
         pos = torch.tensor(self.atoms.positions * self._length, dtype=torch.float64).unsqueeze(0)
-        pos.requires_grad_(True)
-        energy, energies, charges = self.potential(pos)
-        (grad,) = torch.autograd.grad(energy.sum(), pos)
+        if hasattr(self.potential, "evaluate"):
+            energy, forces, energies, charges = self.potential.evaluate(pos, "charges" in properties)
+        elif self.metadata.get("program") == "forces":
+            energy, forces, energies, charges = self.potential(pos)
+        else:
+            pos.requires_grad_(True)
+            energy, energies, charges = self.potential(pos)
+            (grad,) = torch.autograd.grad(energy.sum(), pos)
+            forces = -grad
         e = float(energy[0].detach()) * self._energy
         self.results = {"energy": e, "free_energy": e,
-                        "forces": (-grad[0] * self._energy * self._length).numpy(),
-                        "energies": energies[0].detach().numpy() * self._energy,
-                        "charges": charges[0].detach().numpy()}
+                        "forces": (forces[0].detach().double() * self._energy * self._length).numpy(),
+                        "energies": energies[0].detach().double().numpy() * self._energy}
+        if not bool(torch.isnan(charges).all()) or "charges" in properties:
+            self.results["charges"] = charges[0].detach().double().numpy()

@@ -7,9 +7,10 @@ import torch
 from torch import nn
 
 from tlgp_torch.data.dataset import cyclic_feature_mask
-from tlgp_torch.features.alf_features import frame_features, non_frame_atoms
+from tlgp_torch.features.alf_features import frame_features, frame_features_vjp, non_frame_atoms
 from tlgp_torch.features.elements import parse_atom_name
 from tlgp_torch.io.ferebus_model import FerebusModel
+from tlgp_torch.kernels.evaluation import kernel_sums, kernel_sums_and_grad, matmul_layout, matmul_rounding
 from tlgp_torch.kernels.formula import wrap_angle
 from tlgp_torch.units import ANGSTROM_TO_BOHR, HARTREE_TO_EV
 
@@ -18,19 +19,32 @@ __all__ = ["CHARGE_PROPERTY", "ENERGY_PROPERTIES", "FFLUXPotential", "energy_and
 ENERGY_PROPERTIES = ("iqa", "energy")  # FFLUX IQA energy, or the GFN2 atom-resolved stand-in (Hartree)
 CHARGE_PROPERTY = "q00"                # atomic charge (e)
 LENGTH_UNITS = {"angstrom": ANGSTROM_TO_BOHR, "bohr": 1.0}       # -> bohr
+EXACT_BELOW = 1e-10  # a property whose matmul rounding bound (relative) exceeds this uses exact differences
 ENERGY_UNITS = {"eV": HARTREE_TO_EV, "hartree": 1.0}              # hartree ->
 
 
 class FFLUXPotential(nn.Module):
     """Per-atom FFLUX GP models of one molecule: forward(positions [F, N, 3]) -> (energy [F], energies [F, N],
-    charges [F, N]).
+    charges [F, N]); evaluate / energy_and_forces add analytic forces [F, N, 3].
 
-    Everything is a buffer (training features in bohr/radians, weights, theta, means), so the module holds
-    no gpytorch objects and exports by torch.jit.script and torch.export. Units are fixed at construction:
-    positions in `length_unit` ("angstrom" or "bohr"), energies in `energy_unit` ("eV" or "hartree"),
-    charges in e. Forces: `energy_and_forces` (autograd through the ALF features). Atomic energies are the
-    model predictions (IQA, or GFN2 atom-resolved energies); the total energy is their sum. Charges are
-    NaN where the module has no q00 models.
+    Each atom's energy is E_a(x) = mu_a + sum_m w_am exp(-sum_d theta_ad delta_amd^2) at its ALF features x
+    (bohr, radians; delta wrapped on the periodic features), the total energy their sum. The fast path stacks
+    the models of one property (all atoms: A models, zero-padded to the largest N) into batched tensors:
+    distances by one batched matmul of centred, theta-scaled features, and forces
+    F = -sum_a J_a^T dE_a/dx_a, with dE/dx = sum_m w_m k_m (-2 theta (x - x_m)) from a second matmul and
+    J_a^T g from frame_features_vjp (no autograd graph). Charges (q00) only where asked (`evaluate`) or in
+    forward. predict_features keeps the broadcast formula as the reference.
+
+    Everything is a buffer, so the module holds no gpytorch objects and exports by torch.jit.script and
+    torch.export. Units are fixed at construction: positions in `length_unit` ("angstrom" or "bohr"), energies
+    in `energy_unit` ("eV" or "hartree"), charges in e; `dtype` float64 (default) or float32 (inference mode:
+    see docs/deployment.md for its measured errors). Atomic energies are the model predictions (IQA, or GFN2
+    atom-resolved energies). Charges are NaN where the module has no q00 models.
+
+    Example:
+        >>> pot = FFLUXPotential.from_files(paths)                    # or FFLUXPotential(models)
+        >>> energy, forces = pot.energy_and_forces(positions)         # [F], [F, N, 3]; eV, eV/angstrom
+        >>> energy, forces, energies, charges = pot.evaluate(positions, True)
     """
 
     length_unit: str
@@ -39,10 +53,14 @@ class FFLUXPotential(nn.Module):
     atom_names: list[str]
     charge_index: int
     complete: bool
+    exporting: bool  # True while torch.export traces: the wrap term without a data-dependent branch
+    exact: list[bool]  # per property: distances by exact differences (the matmul rounding bound passes 1e-10)
 
     def __init__(self, models: Sequence[FerebusModel], length_unit: str = "angstrom", energy_unit: str = "eV",
-                 allow_partial: bool = False) -> None:
+                 allow_partial: bool = False, dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
+        if dtype not in (torch.float64, torch.float32):
+            raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
         if length_unit not in LENGTH_UNITS or energy_unit not in ENERGY_UNITS:
             raise ValueError(f"length_unit must be one of {sorted(LENGTH_UNITS)} and energy_unit one of "
                              f"{sorted(ENERGY_UNITS)}, got {length_unit!r}, {energy_unit!r}")
@@ -101,6 +119,19 @@ class FFLUXPotential(nn.Module):
         for name, value in (("x_train", x), ("weights", w), ("theta", theta), ("wrap", wrap), ("mean", mean),
                             ("prefactor", prefactor)):
             self.register_buffer(name, value)
+        # the fast path: per property, the A models as one batch in matmul form (weights carry the prefactor)
+        angle = torch.zeros(d, dtype=torch.bool)
+        angle[2] = True  # the angle XCP is in [0, pi]: never wraps against training angles in [0, pi]
+        lay = matmul_layout(x.flatten(0, 1), theta.flatten(0, 1), wrap.flatten(0, 1), angle)
+        self.exporting = False
+        self.register_buffer("cyc", lay.pop("cyc"))
+        rounding = matmul_rounding(lay["xs_sq"], (prefactor.unsqueeze(-1) * w).flatten(0, 1), mean.flatten())
+        self.exact = [bool(r.max() > EXACT_BELOW) for r in rounding.view(shape)]
+        for name, value in lay.items():
+            self.register_buffer("fast_" + name, value.unflatten(0, shape))
+        self.register_buffer("fast_weights", prefactor.unsqueeze(-1) * w)
+        if dtype != f64:
+            self.to(dtype)
 
     @classmethod
     def from_files(cls, paths: Sequence, **kwargs) -> "FFLUXPotential":
@@ -115,8 +146,29 @@ class FFLUXPotential(nn.Module):
 
     def features(self, positions: torch.Tensor) -> torch.Tensor:
         """ALF features [F, A, 3N-6] (bohr, radians) of the modelled atoms at positions [F, N, 3]."""
-        bohr = positions.to(self.x_train.dtype) * self.length_scale
+        bohr = self._check(positions).to(self.x_train.dtype) * self.length_scale
         return frame_features(bohr, self.alf, self.others)
+
+    def _check(self, positions: torch.Tensor) -> torch.Tensor:
+        n = self.numbers.shape[0]
+        if positions.dim() != 3 or positions.shape[1] != n or positions.shape[2] != 3:
+            hint = " (one frame: positions.unsqueeze(0))" if positions.dim() == 2 else ""
+            raise ValueError("positions must be [F, N, 3] with N = " + str(n) + " atoms (" +
+                             ", ".join(self.atom_names) + ")" + hint + ", got " + str(list(positions.shape)))
+        return positions
+
+    def _sums(self, q: torch.Tensor, p: int) -> torch.Tensor:
+        """Predictions [A, F] of property p at features q [A, F, D] (fast path, differentiable)."""
+        return self.mean[p].unsqueeze(-1) + kernel_sums(
+            q, self.fast_centre[p], self.fast_sqrt_theta[p], self.fast_xs[p], self.fast_xs_sq[p],
+            self.fast_weights[p], self.cyc, self.fast_x_cyc[p], self.fast_theta_cyc[p], self.fast_shift[p],
+            self.fast_period[p], self.fast_win_lo[p], self.fast_win_hi[p], not self.exporting,
+            self.fast_x[p] if self.exact[p] else None)
+
+    def _per_atom(self, pred: torch.Tensor) -> torch.Tensor:
+        """[A, F] predictions of the modelled atoms -> [F, N]."""
+        out = torch.zeros(pred.shape[1], self.numbers.shape[0], dtype=pred.dtype, device=pred.device)
+        return out.index_copy(1, self.atoms, pred.t())
 
     def predict_features(self, features: torch.Tensor) -> torch.Tensor:
         """Model predictions [F, P, A] (model units: Hartree, e, ...) at features [F, A, D]."""
@@ -130,28 +182,51 @@ class FFLUXPotential(nn.Module):
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(total energy [F], atomic energies [F, N], charges [F, N]) at positions [F, N, 3]."""
+        """Fast path, differentiable by autograd (forces: `evaluate` / `energy_and_forces` are faster)."""
         if not self.complete:
             raise RuntimeError("this potential lacks energy models of some atoms: use predict_features")
-        pred = self.predict_features(self.features(positions))  # [F, P, N] (atoms modelled in index order)
-        energies = torch.zeros(pred.shape[0], self.numbers.shape[0], dtype=pred.dtype, device=pred.device)
-        energies = energies.index_copy(1, self.atoms, pred[:, 0]) * self.energy_scale
+        q = self.features(positions).transpose(0, 1)  # [A, F, D]
+        energies = self._per_atom(self._sums(q, 0)) * self.energy_scale
         charges = torch.full_like(energies, float("nan"))
         if self.charge_index >= 0:
-            charges = charges.index_copy(1, self.atoms, pred[:, self.charge_index])
+            charges = self._per_atom(self._sums(q, self.charge_index))
         return energies.sum(-1), energies, charges
 
     @torch.jit.export
+    def evaluate(self, positions: torch.Tensor, charges: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(energy [F], forces [F, N, 3] = -dE/dpositions, atomic energies [F, N], charges [F, N]) at positions
+        [F, N, 3], in the module's units; forces analytic (no autograd), charges computed only if `charges`
+        (else NaN)."""
+        if not self.complete:
+            raise RuntimeError("this potential lacks energy models of some atoms: use predict_features")
+        bohr = self._check(positions).detach().to(self.x_train.dtype) * self.length_scale
+        q = frame_features(bohr, self.alf, self.others).transpose(0, 1)  # [A, F, D]
+        e, g = kernel_sums_and_grad(q, self.fast_centre[0], self.fast_sqrt_theta[0], self.fast_xs[0],
+                                    self.fast_xs_sq[0], self.fast_weights[0], self.cyc, self.fast_x_cyc[0],
+                                    self.fast_theta_cyc[0], self.fast_shift[0], self.fast_period[0],
+                                    self.fast_win_lo[0], self.fast_win_hi[0], not self.exporting,
+                                    self.fast_x[0] if self.exact[0] else None)
+        energies = self._per_atom(e + self.mean[0].unsqueeze(-1)) * self.energy_scale
+        grad = frame_features_vjp(bohr, self.alf, self.others, g.transpose(0, 1))  # dE/dbohr [F, N, 3]
+        forces = grad * (-self.energy_scale * self.length_scale)
+        q00 = torch.full_like(energies, float("nan"))
+        if charges and self.charge_index >= 0:
+            q00 = self._per_atom(self._sums(q, self.charge_index))
+        return energies.sum(-1), forces, energies, q00
+
+    @torch.jit.export
     def energy_and_forces(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(energy [F], forces [F, N, 3] = -dE/dpositions) in the module's units, by autograd."""
-        pos = positions.detach().to(self.x_train.dtype).requires_grad_(True)
-        energy = self.forward(pos)[0]
-        grad = torch.autograd.grad([energy.sum()], [pos])[0]
-        assert grad is not None
-        return energy.detach(), -grad
+        """(energy [F], forces [F, N, 3] = -dE/dpositions) in the module's units: `evaluate` without charges."""
+        out = self.evaluate(positions, False)
+        return out[0], out[1]
 
 
 def energy_and_forces(potential, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(energy [F], forces [F, N, 3]) of any module with the FFLUXPotential forward (eager, scripted, exported)."""
+    """(energy [F], forces [F, N, 3]) of any module with the FFLUXPotential forward (eager, scripted, exported):
+    its analytic `energy_and_forces` where it has one (eager, TorchScript), else autograd through forward."""
+    if hasattr(potential, "energy_and_forces"):
+        return potential.energy_and_forces(positions)
     pos = positions.detach().to(torch.float64).requires_grad_(True)
     energy = potential(pos)[0]
     (grad,) = torch.autograd.grad(energy.sum(), pos)

@@ -6,18 +6,36 @@ import os
 import pathlib
 
 import torch
+from torch import nn
 
 from tlgp_torch.export.potential import FFLUXPotential
 from tlgp_torch.io.atomic import atomic_write
 
-__all__ = ["FORMATS", "load_potential", "potential_metadata", "save_potential"]
+__all__ = ["FORMATS", "PROGRAMS", "load_potential", "potential_metadata", "save_potential"]
 
 FORMATS = {".pt": "torchscript", ".pt2": "export"}
 METADATA_FILE = "tlgp_potential.json"
+PROGRAMS = {  # what a saved file's forward computes (a TorchScript file has every method; torch.export one)
+    "forward": "positions [F, N, 3] -> (energy [F], atomic energies [F, N], charges [F, N])",
+    "forces": "positions [F, N, 3] -> (energy [F], forces [F, N, 3], atomic energies [F, N], charges [F, N] = NaN)",
+}
 
 
-def potential_metadata(potential: FFLUXPotential) -> dict:
-    """Units, atoms and properties of a potential (stored beside the program in both formats).
+class ForcesProgram(nn.Module):
+    """forward = potential.evaluate(positions) (analytic forces, no charges): the module torch.export saves for
+    program="forces", so that a .pt2 gives forces without autograd."""
+
+    def __init__(self, potential: FFLUXPotential) -> None:
+        super().__init__()
+        self.potential = potential
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(energy [F], forces [F, N, 3], atomic energies [F, N], charges [F, N] = NaN) at positions [F, N, 3]."""
+        return self.potential.evaluate(positions, False)
+
+
+def potential_metadata(potential: FFLUXPotential, program: str = "forward") -> dict:
+    """Units, atoms and properties of a potential and the saved program (stored beside it in both formats).
 
     Example:
         >>> import torch
@@ -40,11 +58,14 @@ def potential_metadata(potential: FFLUXPotential) -> dict:
     return {"format": "tlgp_torch.FFLUXPotential/1", "length_unit": potential.length_unit,
             "energy_unit": potential.energy_unit, "charge_unit": "e", "numbers": potential.numbers.tolist(),
             "atoms": potential.atom_names, "properties": potential.properties,
-            "forward": "positions [F, N, 3] -> (energy [F], atomic energies [F, N], charges [F, N])"}
+            "dtype": str(potential.x_train.dtype).removeprefix("torch."), "program": program,
+            "forward": PROGRAMS[program]}
 
 
-def save_potential(potential: FFLUXPotential, path: str | os.PathLike) -> pathlib.Path:
-    """Save by suffix: .pt = torch.jit.script (load: torch.jit.load), .pt2 = torch.export (torch.export.load).
+def save_potential(potential: FFLUXPotential, path: str | os.PathLike, program: str = "forward") -> pathlib.Path:
+    """Save by suffix: .pt = torch.jit.script (load: torch.jit.load; forward, evaluate and energy_and_forces),
+    .pt2 = torch.export (torch.export.load) of one program: "forward" (energy, atomic energies, charges;
+    forces by autograd) or "forces" (ForcesProgram: energy, analytic forces, atomic energies).
 
     Both files carry potential_metadata as the extra file tlgp_potential.json and need only torch to load; the
     .pt2 program takes positions [F, N, 3] with any number of frames F (tracing it takes seconds).
@@ -52,6 +73,7 @@ def save_potential(potential: FFLUXPotential, path: str | os.PathLike) -> pathli
     Args:
         potential: a complete potential (an energy model of every atom).
         path: destination with suffix .pt or .pt2 (written atomically; folders are created).
+        program: the .pt2's program, "forward" or "forces" (see PROGRAMS); a .pt holds every method.
 
     Returns:
         path as a pathlib.Path.
@@ -86,19 +108,28 @@ def save_potential(potential: FFLUXPotential, path: str | os.PathLike) -> pathli
     kind = FORMATS.get(path.suffix)
     if kind is None:
         raise ValueError(f"{path}: use the suffix .pt (TorchScript) or .pt2 (torch.export)")
+    if program not in PROGRAMS:
+        raise ValueError(f"program must be one of {sorted(PROGRAMS)}, got {program!r}")
     if not potential.complete:
         raise ValueError("only a complete potential (an energy model of every atom) can be saved")
-    extra = {METADATA_FILE: json.dumps(potential_metadata(potential), indent=1)}
+    if kind == "torchscript":
+        program = "forward"  # the scripted module has every method; its forward is the forward
+    extra = {METADATA_FILE: json.dumps(potential_metadata(potential, program), indent=1)}
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == "torchscript":
         scripted = torch.jit.script(potential.cpu())
         atomic_write(path, lambda fh: torch.jit.save(scripted, fh, _extra_files=extra))
     else:
-        example = torch.zeros(2, potential.n_atoms, 3, dtype=torch.float64)
+        example = torch.zeros(2, potential.n_atoms, 3, dtype=potential.x_train.dtype)
         example[:] = _sample_positions(potential)
         frames = torch.export.Dim("frames", min=1)
-        program = torch.export.export(potential.cpu(), (example,), dynamic_shapes={"positions": {0: frames}})
-        atomic_write(path, lambda fh: torch.export.save(program, fh, extra_files=extra))
+        module = potential.cpu() if program == "forward" else ForcesProgram(potential.cpu())
+        potential.exporting = True  # no data-dependent branch: the wrap term always (exact, a little slower)
+        try:
+            exported = torch.export.export(module, (example,), dynamic_shapes={"positions": {0: frames}})
+        finally:
+            potential.exporting = False
+        atomic_write(path, lambda fh: torch.export.save(exported, fh, extra_files=extra))
     return path
 
 

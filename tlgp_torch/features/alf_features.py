@@ -28,7 +28,7 @@ import math
 
 import torch
 
-__all__ = ["alf_features", "frame_features", "non_frame_atoms"]
+__all__ = ["alf_features", "frame_features", "frame_features_vjp", "non_frame_atoms"]
 
 
 def non_frame_atoms(alf: torch.Tensor, n_atoms: int) -> torch.Tensor:
@@ -118,7 +118,7 @@ def frame_features(pos: torch.Tensor, alf: torch.Tensor, others: torch.Tensor) -
         >>> frame_features(pos, torch.tensor([[0, 1, 2]]), torch.zeros(1, 0, dtype=torch.long))
         tensor([[[1.0000, 2.0000, 1.5708]]], dtype=torch.float64)
     """
-    c, x, p = pos[:, alf[:, 0]], pos[:, alf[:, 1]], pos[:, alf[:, 2]]  # [F, A, 3]
+    c, x, p = pos.index_select(1, alf[:, 0]), pos.index_select(1, alf[:, 1]), pos.index_select(1, alf[:, 2])
     vx, vp = x - c, p - c
     r1, r2 = vx.norm(p=2, dim=-1), vp.norm(p=2, dim=-1)
     angle = torch.atan2(torch.linalg.cross(vx, vp).norm(p=2, dim=-1), (vx * vp).sum(-1))
@@ -126,7 +126,7 @@ def frame_features(pos: torch.Tensor, alf: torch.Tensor, others: torch.Tensor) -
     vy = vp - (vp * ex).sum(-1, keepdim=True) * ex
     ey = vy / vy.norm(p=2, dim=-1, keepdim=True)
     ez = torch.linalg.cross(ex, ey)
-    d = pos[:, others] - c.unsqueeze(2)  # [F, A, N-3, 3]
+    d = pos.index_select(1, others.flatten()).view(pos.shape[0], others.shape[0], others.shape[1], 3) - c.unsqueeze(2)
     fx = (d * ex.unsqueeze(2)).sum(-1)
     fy = (d * ey.unsqueeze(2)).sum(-1)
     fz = (d * ez.unsqueeze(2)).sum(-1)
@@ -137,3 +137,64 @@ def frame_features(pos: torch.Tensor, alf: torch.Tensor, others: torch.Tensor) -
     rest = torch.stack([r, theta, phi], dim=-1).flatten(-2)  # [F, A, 3(N-3)]
     out = torch.cat([r1.unsqueeze(-1), r2.unsqueeze(-1), angle.unsqueeze(-1), rest], dim=-1)
     return out
+
+
+def frame_features_vjp(pos: torch.Tensor, alf: torch.Tensor, others: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """sum_{a,d} grad[f, a, d] d(features[f, a, d]) / d(pos[f, i, k]) [F, N, 3]: the chain rule through
+    frame_features written out (no autograd graph), for pos [F, N, 3], alf [A, 3], others [A, N-3], grad [F, A, 3N-6].
+
+    With vx = X - C, vp = P - C, alpha the angle XCP, d_j = pos_j - C and (fx, fy, fz) = (d.ex, d.ey, d.ez):
+    d|vx| = ex, d|vp| = vp / |vp|, dalpha/dvx = -ey / |vx|, dalpha/dvp = (cos(alpha) vp/|vp| - ex) / (|vp| sin alpha);
+    d r_j = d_j / r_j; theta_j = atan2(rho, fz) with rho^2 = fx^2 + fy^2: dtheta = (fx fz, fy fz, -rho^2) / (rho r^2);
+    phi_j = atan2(fy, fx): dphi = (-fy, fx, 0) / rho^2; then back through ez = ex x ey, ey = unit(vp - (vp.ex) ex),
+    ex = unit(vx). Used for analytic forces: forces = -frame_features_vjp(pos, alf, others, dE/dfeatures).
+
+    Example:
+        >>> pos = torch.randn(2, 5, 3, dtype=torch.float64)
+        >>> alf = torch.tensor([[0, 1, 2], [1, 0, 2]]); others = non_frame_atoms(alf, 5)
+        >>> frame_features_vjp(pos, alf, others, torch.ones(2, 2, 9, dtype=torch.float64)).shape
+        torch.Size([2, 5, 3])
+    """
+    c, x, p = pos.index_select(1, alf[:, 0]), pos.index_select(1, alf[:, 1]), pos.index_select(1, alf[:, 2])
+    vx, vp = x - c, p - c
+    r1, r2 = vx.norm(p=2, dim=-1, keepdim=True), vp.norm(p=2, dim=-1, keepdim=True)
+    ex = vx / r1
+    s = (vp * ex).sum(-1, keepdim=True)
+    vy = vp - s * ex
+    ny = vy.norm(p=2, dim=-1, keepdim=True)
+    ey = vy / ny
+    ez = torch.linalg.cross(ex, ey)
+    up = vp / r2
+    cos_a = (ex * up).sum(-1, keepdim=True)
+    sin_a = ny / r2
+    g1, g2, ga = grad[:, :, 0:1], grad[:, :, 1:2], grad[:, :, 2:3]
+    g_vx = g1 * ex - ga * ey / r1
+    g_vp = g2 * up + ga * (cos_a * up - ex) / (r2 * sin_a)
+    d = pos.index_select(1, others.flatten()).view(pos.shape[0], others.shape[0], others.shape[1], 3) - c.unsqueeze(2)
+    fx = (d * ex.unsqueeze(2)).sum(-1)
+    fy = (d * ey.unsqueeze(2)).sum(-1)
+    fz = (d * ez.unsqueeze(2)).sum(-1)
+    rho2 = fx * fx + fy * fy
+    rho = rho2.sqrt()
+    r_sq = rho2 + fz * fz
+    rest = grad[:, :, 3:].unflatten(-1, (-1, 3))  # [F, A, K, 3]: (r, theta, phi) of each other atom
+    gr, gt, gp = rest[..., 0], rest[..., 1], rest[..., 2]
+    t = gt / (rho * r_sq)
+    g_fx = t * fx * fz - gp * fy / rho2
+    g_fy = t * fy * fz + gp * fx / rho2
+    g_fz = -gt * rho / r_sq
+    g_d = (gr / r_sq.sqrt()).unsqueeze(-1) * d + g_fx.unsqueeze(-1) * ex.unsqueeze(2) \
+        + g_fy.unsqueeze(-1) * ey.unsqueeze(2) + g_fz.unsqueeze(-1) * ez.unsqueeze(2)
+    g_ex = (g_fx.unsqueeze(-1) * d).sum(2)
+    g_ey = (g_fy.unsqueeze(-1) * d).sum(2)
+    g_ez = (g_fz.unsqueeze(-1) * d).sum(2)
+    g_ex = g_ex + torch.linalg.cross(ey, g_ez)  # ez = ex x ey
+    g_ey = g_ey + torch.linalg.cross(g_ez, ex)
+    g_vy = (g_ey - (g_ey * ey).sum(-1, keepdim=True) * ey) / ny  # ey = vy / |vy|
+    g_vp = g_vp + g_vy - (g_vy * ex).sum(-1, keepdim=True) * ex  # vy = vp - (vp.ex) ex
+    g_ex = g_ex - (g_vy * ex).sum(-1, keepdim=True) * vp - s * g_vy
+    g_vx = g_vx + (g_ex - (g_ex * ex).sum(-1, keepdim=True) * ex) / r1  # ex = vx / |vx|
+    g_c = -(g_vx + g_vp + g_d.sum(2))
+    out = torch.zeros_like(pos)
+    out = out.index_add(1, alf[:, 0], g_c).index_add(1, alf[:, 1], g_vx).index_add(1, alf[:, 2], g_vp)
+    return out.index_add(1, others.flatten(), g_d.flatten(1, 2))
