@@ -99,7 +99,12 @@ class TrainConfig:
 
 @dataclass
 class ExportConfig:
-    """[export]: how `tlgp train` and `tlgp export` write FFLUX .model files."""
+    """[export]: how `tlgp train` and `tlgp export` write FFLUX .model files.
+
+    Example:
+        >>> ExportConfig(fflux_energy="energy")      # [export] fflux_energy = "energy": GFN2 energy models as iqa
+        ExportConfig(fflux_energy='energy')
+    """
 
     fflux_energy: str | None = None  # property written as iqa (FFLUX's only energy name), e.g. "energy" for GFN2
 
