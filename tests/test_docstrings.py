@@ -59,12 +59,32 @@ MODULES = [
     "tlgp_torch.generation.molecules",
     "tlgp_torch.generation.xtb",
     "tlgp_torch.generation.pipeline",
+    "tlgp_torch.likelihoods.memory",
+    "tlgp_torch.likelihoods.landmarks",
+    "tlgp_torch.kernels.evaluation",
+    "tlgp_torch.export.precision",
+    "tlgp_torch.export.potential",
+    "tlgp_torch.export.ase_calculator",
+    "tlgp_torch.training.settings",
+    "tlgp_torch.training.result",
+    "tlgp_torch.training.direct",
+    "tlgp_torch.training.transfer",
+    "tlgp_torch.training.mll_fit",
+    "tlgp_torch.training.user_fit",
+    "tlgp_torch.training.user_model",
+    "tlgp_torch.training.generic",
+    "tlgp_torch.training.final",
+    "tlgp_torch.training.prepare",
+    "tlgp_torch.training.starts",
+    "tlgp_torch.training.multistart",
+    "tlgp_torch.training.iterative",
 ]
 
 # modules whose examples need an optional extra: module -> the packages it needs (skipped without them)
 OPTIONAL = {"tlgp_torch.kernels.keops": ("pykeops",), "tlgp_torch.evaluation.metrics": ("matplotlib",),
             "tlgp_torch.runtime.submit": ("submitit",), "tlgp_torch.generation.xtb": ("tblite", "ase"),
-            "tlgp_torch.generation.pipeline": ("tblite", "ase")}
+            "tlgp_torch.generation.pipeline": ("tblite", "ase"),
+            "tlgp_torch.export.ase_calculator": ("ase",)}
 
 # modules that export no function or class (only constants, or helpers that other modules use)
 NOT_EXPORTED = {"tlgp_torch.units", "tlgp_torch.likelihoods.gls"}
