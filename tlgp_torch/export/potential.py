@@ -11,7 +11,7 @@ from tlgp_torch.features.alf_features import frame_features, frame_features_vjp,
 from tlgp_torch.features.elements import parse_atom_name
 from tlgp_torch.io.ferebus_model import FerebusModel
 from tlgp_torch.kernels.evaluation import kernel_sums, kernel_sums_and_grad, matmul_layout, matmul_rounding
-from tlgp_torch.kernels.formula import wrap_angle
+from tlgp_torch.kernels.formula import direct_sq_dist
 from tlgp_torch.units import ANGSTROM_TO_BOHR, HARTREE_TO_EV
 
 __all__ = ["CHARGE_PROPERTY", "ENERGY_PROPERTIES", "FFLUXPotential", "energy_and_forces"]
@@ -174,9 +174,8 @@ class FFLUXPotential(nn.Module):
         """Model predictions [F, P, A] (model units: Hartree, e, ...) at features [F, A, D]."""
         out = []
         for p in range(len(self.properties)):
-            delta = features.unsqueeze(2) - self.x_train[p].unsqueeze(0)  # [F, A, M, D]
-            delta = torch.where(self.wrap[p].unsqueeze(0).unsqueeze(2), wrap_angle(delta), delta)
-            k = torch.exp(-(delta * delta * self.theta[p].unsqueeze(0).unsqueeze(2)).sum(-1))  # [F, A, M]
+            dist = direct_sq_dist(features.transpose(0, 1), self.x_train[p], self.theta[p], self.wrap[p])  # [A, F, M]
+            k = torch.exp(-dist.transpose(0, 1))  # [F, A, M]
             out.append(self.mean[p] + self.prefactor[p] * (k * self.weights[p]).sum(-1))
         return torch.stack(out, dim=1)
 

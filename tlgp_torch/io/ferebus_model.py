@@ -45,6 +45,7 @@ import torch
 from tlgp_torch.data.dataset import cyclic_feature_mask
 from tlgp_torch.io.atomic import atomic_write_text
 from tlgp_torch.io.errors import DataFormatError
+from tlgp_torch.kernels.formula import direct_sq_dist
 from tlgp_torch.version import __version__
 
 __all__ = ["FerebusModel", "read_ferebus_model", "write_ferebus_model", "ferebus_model_filename"]
@@ -177,11 +178,7 @@ class FerebusModel:
         chunk = max(1, chunk_elements // max(1, self.n_points * self.n_features))
         out = []
         for start in range(0, x.shape[0], chunk):
-            delta = x[start:start + chunk, None, :] - self.x[None, :, :]  # [m, N, D]
-            if cyclic is not None:
-                wrapped = torch.sign(delta) * (torch.remainder(delta.abs() + math.pi, 2 * math.pi) - math.pi)
-                delta = torch.where(cyclic, wrapped, delta)
-            k = torch.exp(-(delta.square() * theta).sum(-1))  # [m, N]
+            k = torch.exp(-direct_sq_dist(x[start:start + chunk], self.x, theta, cyclic))  # [m, N]
             out.append(self.mean + self.prefactor * (k @ self.weights.to(x)))
         return torch.cat(out) if out else x.new_zeros(0)
 

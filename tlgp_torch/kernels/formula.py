@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
@@ -115,6 +116,37 @@ def scaled_sq_dist(
             dist += theta[..., d].unsqueeze(-1) * corr
         dist.clamp_min_(0.0)
     return dist
+
+
+def direct_sq_dist(x1: torch.Tensor, x2: torch.Tensor, theta: torch.Tensor,
+                   cyclic: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """sum_d theta_d delta_d^2 by direct differences delta = x1_i - x2_j, wrapped into [-pi, pi] where cyclic.
+
+    The order FFLUX evaluates its models in, with no |a|^2 + |b|^2 - 2 a.b cancellation: the reference form for
+    predictions that must agree with FFLUX to the last digits (scaled_sq_dist is the fast form for training).
+    Memory is [..., n, m, D]; TorchScript-compatible.
+
+    Args:
+        x1: points [..., n, D] (bohr / radians).
+        x2: points [..., m, D].
+        theta: [..., D] (theta = 1 / (2 l^2)); batch dimensions broadcast.
+        cyclic: bool mask [..., D] of the periodic features, or None.
+
+    Returns:
+        Distances [..., n, m].
+
+    Example:
+        >>> import torch
+        >>> x1 = torch.tensor([[0.0, 3.0]], dtype=torch.float64)
+        >>> x2 = torch.tensor([[1.0, -3.0]], dtype=torch.float64)
+        >>> theta = torch.tensor([0.5, 2.0], dtype=torch.float64)
+        >>> round(float(direct_sq_dist(x1, x2, theta, torch.tensor([False, True]))), 4)   # as scaled_sq_dist
+        0.6604
+    """
+    delta = x1.unsqueeze(-2) - x2.unsqueeze(-3)  # [..., n, m, D]
+    if cyclic is not None:
+        delta = torch.where(cyclic.unsqueeze(-2).unsqueeze(-2), wrap_angle(delta), delta)
+    return (delta * delta * theta.unsqueeze(-2).unsqueeze(-2)).sum(-1)
 
 
 def rbf_matrix(
