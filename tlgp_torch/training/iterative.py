@@ -104,12 +104,12 @@ def choose_relax_path(path: str, n: int, device: torch.device, fraction: float) 
 
 def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | None, theta0: torch.Tensor,
                     nugget: float, it: IterativeSettings = IterativeSettings(), lower: torch.Tensor | None = None,
-                    upper: torch.Tensor | None = None, memory: tuple | None = None, history: list | None = None,
+                    upper: torch.Tensor | None = None, curvature: tuple | None = None, history: list | None = None,
                     memory_fraction: float = 0.5) -> dict:
     """Relax one target (x [N, D], y [N]) from theta0 by L-BFGS on the CG/Lanczos estimate of the concentrated ll.
 
     The objective is the exact path's (FFLUX concentrated likelihood in log theta, GLS mean, fixed nugget), with
-    the nugget raised to it.nugget_floor; lower/upper bound log theta, memory seeds L-BFGS's curvature pairs;
+    the nugget raised to it.nugget_floor; lower/upper bound log theta, curvature seeds L-BFGS's curvature pairs;
     memory_fraction of the free memory decides how the kernel is held (it.kernel="auto").
     Each iteration is appended to `history`; a progress line is logged (INFO) every PROGRESS_EVERY_S. Returns theta, nugget, mean, sigma2, FFLUX weights, the ll estimate, iterations, evaluations and seconds.
     """
@@ -161,7 +161,7 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
 
         try:
             res = batched_lbfgs(fun, u, stop=StoppingRule(rtol=it.rtol, max_iter=it.max_iter), lower=lower,
-                                upper=upper, f_scale=n, memory=memory, callback=progress)
+                                upper=upper, f_scale=n, curvature=curvature, callback=progress)
         except _CGUnconverged as err:
             # CG ran out of iterations: the preconditioner is too weak for this kernel, and every evaluation would
             # cost max_cg_iterations products for a biased estimate: double the landmarks, redo this stage
@@ -172,7 +172,7 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
             rank = min(2 * rank, cap)
             continue
         ranks.append(rank)
-        evals, iters, u, memory = evals + lik.n_evals, iters + int(res.n_iter[0]), res.x, None
+        evals, iters, u, curvature = evals + lik.n_evals, iters + int(res.n_iter[0]), res.x, None
         # a line search that cannot go on while the estimated gradient is large: the estimate's gradient does not
         # describe the estimate (too few landmarks for this kernel's spectrum): double the rank, continue from here
         gmax = _projected_gmax(res.x[0], res.grad[0], lower, upper)

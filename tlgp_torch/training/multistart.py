@@ -28,7 +28,7 @@ def make_likelihood(s: FitSettings, x: torch.Tensor, y: torch.Tensor, cyclic: to
 def optimise(s: FitSettings, lik: FFLUXLikelihood, u0: torch.Tensor, stop: StoppingRule,
              lower: torch.Tensor, upper: torch.Tensor, member_group: torch.Tensor | None = None,
              history: list | None = None, stage: str = "", optimizer: str | None = None,
-             memory: tuple | None = None) -> OptimResult:
+             curvature: tuple | None = None) -> OptimResult:
     """Maximise the likelihood from every row of u0, members batched in memory-sized chunks."""
     n = lik.n
     opt = optimizer or s.optimizer
@@ -60,18 +60,18 @@ def optimise(s: FitSettings, lik: FFLUXLikelihood, u0: torch.Tensor, stop: Stopp
         per_member = lambda b: b[sel] if b.dim() == 2 and b.shape[0] == u0.shape[0] else b  # noqa: E731
         kw = dict(stop=stop, lower=per_member(lower), upper=per_member(upper), f_scale=n, callback=record)
         if opt == "lbfgs":
-            mem = None if memory is None else tuple(t[sel] for t in memory)
-            parts.append(batched_lbfgs(fun, u0[sel], history_size=s.history_size, memory=mem, **kw))
+            pairs = None if curvature is None else tuple(t[sel] for t in curvature)
+            parts.append(batched_lbfgs(fun, u0[sel], history_size=s.history_size, curvature=pairs, **kw))
         else:
             parts.append(batched_adam(fun, u0[sel], lr=s.lr, **kw))
     if len(parts) == 1:
         return parts[0]
     cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
-    memory = None
-    if all(p.memory is not None for p in parts):
-        memory = tuple(torch.cat([p.memory[i] for p in parts]) for i in range(3))
+    curvature = None
+    if all(p.curvature is not None for p in parts):
+        curvature = tuple(torch.cat([p.curvature[i] for p in parts]) for i in range(3))
     return OptimResult(x=cat("x"), f=cat("f"), grad=cat("grad"), n_iter=cat("n_iter"), n_evals=cat("n_evals"),
-                       converged=cat("converged"), reason=sum((p.reason for p in parts), []), memory=memory)
+                       converged=cat("converged"), reason=sum((p.reason for p in parts), []), curvature=curvature)
 
 
 def feasible_starts(lik: FFLUXLikelihood, u0: torch.Tensor, upper: torch.Tensor,

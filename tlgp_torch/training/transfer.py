@@ -41,7 +41,7 @@ class TransferTrainer(FitSettings):
     source_stop: StoppingRule = field(default_factory=lambda: StoppingRule(rtol=1e-4))  # loose: only the basin matters
     relax_optimizer: str | None = None               # default: `optimizer`
     min_source_size: int = 16
-    transfer_curvature: bool = True                  # seed the relaxation's L-BFGS memory with the source's pairs
+    transfer_curvature: bool = True                  # seed the relaxation's L-BFGS history with the source's pairs
     revive_floor: float | None = 1e-3                # floor on 2 theta_d s_d^2 of the seed (None: copy as is)
     relax_path: str = "auto"                         # "exact" (Cholesky), "iterative" (gpytorch CG), "auto": by memory
     iterative: IterativeSettings = field(default_factory=IterativeSettings)
@@ -130,10 +130,10 @@ class TransferTrainer(FitSettings):
                 u_seed[:, :d] = torch.maximum(u_seed[:, :d], floor)
             if self.learn_nugget and "noise" in self.transfer:
                 u_seed[:, -1] = u_src[chosen, -1]
-            memory = None
-            if self.transfer_curvature and src.memory is not None:
+            curvature = None
+            if self.transfer_curvature and src.curvature is not None:
                 # f = -ll / n is per point, so the source's curvature pairs approximate the target's
-                memory = tuple(t[members[chosen]] for t in src.memory)
+                curvature = tuple(t[members[chosen]] for t in src.curvature)
             no_source = ~torch.isfinite(score.min(1).values)
             if bool(no_source.any()):  # every source failed: relax from a fresh random start instead
                 u_seed[no_source] = torch.cat([initial_parameters(self, spreads[b], 1, generator(self.seed + 1))
@@ -141,12 +141,12 @@ class TransferTrainer(FitSettings):
         path = choose_relax_path(self.relax_path, n, device, self.memory_fraction)
         if path == "iterative":
             return self._relax_iterative(x, y, cyclic, names, u_seed, times, history, src, m, K, r, k_best, score, f,
-                                         no_source, device, bounds, memory)
+                                         no_source, device, bounds, curvature)
         with timed(times, "relaxation", device):
             lik = make_likelihood(self, x, y, cyclic)
             rel = optimise(self, lik, u_seed, self.stop, torch.stack([lb for lb, _ in bounds]),
                            torch.stack([ub for _, ub in bounds]), member_group=torch.arange(B, device=device),
-                           history=history, stage="relaxation", optimizer=self.relax_optimizer, memory=memory)
+                           history=history, stage="relaxation", optimizer=self.relax_optimizer, curvature=curvature)
         with timed(times, "evaluation", device):
             states = final_states(self, lik, rel.x)
         src_evals = src.n_evals.reshape(B, K * r).sum(1)
@@ -159,7 +159,7 @@ class TransferTrainer(FitSettings):
                              history, infos, n_source_evals=src_evals.tolist(), source_size=[m] * B)
 
     def _relax_iterative(self, x, y, cyclic, names, u_seed, times, history, src, m, K, r, k_best, score, f,
-                         no_source, device, bounds, memory) -> list[TrainResult]:
+                         no_source, device, bounds, curvature) -> list[TrainResult]:
         """Relax each task on gpytorch's iterative path (no n x n Cholesky); likelihoods are CG/Lanczos estimates.
 
         Same objective and bounds as the exact path, nugget fixed at the seed's (raised to the iterative floor);
@@ -172,9 +172,9 @@ class TransferTrainer(FitSettings):
         with timed(times, "relaxation", device):
             for b in range(B):
                 nugget = float(u_seed[b, -1].exp()) if self.learn_nugget else self.nugget
-                mem = None if memory is None or self.learn_nugget else tuple(t[b:b + 1] for t in memory)
+                pairs = None if curvature is None or self.learn_nugget else tuple(t[b:b + 1] for t in curvature)
                 out = relax_iterative(x[b], y[b], cyclic, u_seed[b, :d].exp(), nugget, self.iterative,
-                                      lower=bounds[b][0][:d], upper=bounds[b][1][:d], memory=mem, history=history,
+                                      lower=bounds[b][0][:d], upper=bounds[b][1][:d], curvature=pairs, history=history,
                                       memory_fraction=self.memory_fraction)
                 outs.append(out)
                 est = out["ll_concentrated_estimate"]
