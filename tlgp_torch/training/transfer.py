@@ -20,6 +20,7 @@ from tlgp_torch.training.final import final_states
 from tlgp_torch.training.iterative import IterativeSettings, choose_relax_path, relax_iterative
 from tlgp_torch.training.multistart import make_likelihood, optimise
 from tlgp_torch.training.prepare import generator, prepare_tasks
+from tlgp_torch.training.relaxation import relax_candidates
 from tlgp_torch.training.result import TrainResult, build_results
 from tlgp_torch.training.settings import FitSettings
 from tlgp_torch.training.starts import feature_spread, initial_parameters, parameter_bounds
@@ -45,6 +46,9 @@ class TransferTrainer(FitSettings):
     revive_floor: float | None = 1e-3                # floor on 2 theta_d s_d^2 of the seed (None: copy as is)
     relax_path: str = "auto"                         # "exact" (Cholesky), "iterative" (gpytorch CG), "auto": by memory
     iterative: IterativeSettings = field(default_factory=IterativeSettings)
+    relax_seeds: int = 2                             # best distinct seeds (screened on the full set) relaxed together
+    seed_shifts: tuple[float, ...] = (1.0,)          # extra candidates: the seed with every log theta + shift
+    halving_iters: int = 3                           # side-by-side iterations before only the best seed goes on
 
     def __post_init__(self):
         super().__post_init__()
@@ -52,6 +56,9 @@ class TransferTrainer(FitSettings):
             raise ValueError(f"n_sources and source_restarts must be >= 1, got {self.n_sources}, {self.source_restarts}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.relax_seeds < 1 or self.halving_iters < 1:
+            raise ValueError(f"relax_seeds and halving_iters must be >= 1, got {self.relax_seeds}, "
+                             f"{self.halving_iters}")
         bad = [t for t in self.transfer if t not in TRANSFERABLE]
         if bad or "lengthscale" not in self.transfer:
             raise ValueError(f"transfer must include 'lengthscale' and only {TRANSFERABLE} (outputscale and mean are "
@@ -138,25 +145,62 @@ class TransferTrainer(FitSettings):
             if bool(no_source.any()):  # every source failed: relax from a fresh random start instead
                 u_seed[no_source] = torch.cat([initial_parameters(self, spreads[b], 1, generator(self.seed + 1))
                                                for b in torch.nonzero(no_source).flatten().tolist()])
+            cands, cand_curv = self._candidates(u_seed, u_src, members, k_best, src.curvature, bounds, spreads,
+                                                no_source)
         path = choose_relax_path(self.relax_path, n, device, self.memory_fraction)
         if path == "iterative":
             return self._relax_iterative(x, y, cyclic, names, u_seed, times, history, src, m, K, r, k_best, score, f,
                                          no_source, device, bounds, curvature)
         with timed(times, "relaxation", device):
             lik = make_likelihood(self, x, y, cyclic)
-            rel = optimise(self, lik, u_seed, self.stop, torch.stack([lb for lb, _ in bounds]),
-                           torch.stack([ub for _, ub in bounds]), member_group=torch.arange(B, device=device),
-                           history=history, stage="relaxation", optimizer=self.relax_optimizer, curvature=curvature)
+            rel = relax_candidates(self, lik, cands, torch.stack([lb for lb, _ in bounds]),
+                                   torch.stack([ub for _, ub in bounds]), self.stop, keep=self.relax_seeds,
+                                   halving_iters=self.halving_iters, curvature=cand_curv, history=history,
+                                   optimizer=self.relax_optimizer)
         with timed(times, "evaluation", device):
             states = final_states(self, lik, rel.x)
         src_evals = src.n_evals.reshape(B, K * r).sum(1)
         infos = [{"source_size": m, "n_sources": K, "source_restarts": r, "selected_source": int(k_best[b]),
                   "source_scores": score[b].tolist(), "source_ll": (-f[b] * m).tolist(),
                   "source_iters": src.n_iter.reshape(B, K * r)[b].tolist(), "relax_iters": int(rel.n_iter[b]),
-                  "relax_reason": rel.reason[b], "no_source": bool(no_source[b]), "relax_path": "exact"}
+                  "relax_reason": rel.reason[b], "no_source": bool(no_source[b]), "relax_path": "exact",
+                  "seed_ll": rel.screened_ll[b].tolist(), "seeds_relaxed": rel.relaxed[b], "seed_kept": rel.kept[b]}
                  for b in range(B)]
         return build_results(self, "TL", states, x, y, cyclic, names, -rel.f * n, times, rel.n_evals.tolist(),
                              history, infos, n_source_evals=src_evals.tolist(), source_size=[m] * B)
+
+    def _candidates(self, u_seed, u_src, members, k_best, src_curvature, bounds, spreads, no_source):
+        """Seeds for the relaxation, [B, C, P]: the transferred seed, the same with every log theta + each shift
+        (a fit on m < N points tends to longer lengthscales than the full set supports), and the other sources'
+        best restarts (floored like the seed); with each one's source curvature pairs ([B, C, ...]) or None."""
+        B, P = u_seed.shape
+        K = u_src.shape[0] // B
+        d = spreads[0].numel()
+        lo = torch.stack([lb for lb, _ in bounds])
+        hi = torch.stack([ub for _, ub in bounds])
+        cands, origin = [u_seed], [k_best]
+        for shift in self.seed_shifts:
+            shifted = u_seed.clone()
+            shifted[:, :d] = torch.minimum(torch.maximum(shifted[:, :d] + shift, lo[:, :d]), hi[:, :d])
+            cands.append(shifted)
+            origin.append(k_best)
+        for j in range(1, K):
+            k = (k_best + j) % K                                                     # the other sources, in order
+            other = u_seed.clone()
+            other[:, :d] = u_src[torch.arange(B, device=u_seed.device) * K + k, :d]
+            if self.revive_floor is not None:
+                floor = torch.stack([-(2.0 * sp.pow(2)).log() + math.log(self.revive_floor) for sp in spreads])
+                other[:, :d] = torch.maximum(other[:, :d], floor)
+            if self.learn_nugget and "noise" in self.transfer:
+                other[:, -1] = u_src[torch.arange(B, device=u_seed.device) * K + k, -1]
+            cands.append(torch.where(no_source[:, None], u_seed, other))
+            origin.append(k)
+        out = torch.stack(cands, 1)                                                  # [B, C, P]
+        if not self.transfer_curvature or src_curvature is None:
+            return out, None
+        rows = members.reshape(B, K)
+        idx = torch.stack([rows[torch.arange(B, device=u_seed.device), k] for k in origin], 1)  # [B, C]
+        return out, tuple(t[idx] for t in src_curvature)
 
     def _relax_iterative(self, x, y, cyclic, names, u_seed, times, history, src, m, K, r, k_best, score, f,
                          no_source, device, bounds, curvature) -> list[TrainResult]:
