@@ -36,7 +36,7 @@ class TransferTrainer(FitSettings):
 
     n_sources: int = 2
     source_size: float | int = 0.3
-    source_restarts: int = 2
+    source_restarts: int = 1                         # distinct seeds now come from the other sources
     selection: str = "holdout_mae"
     transfer: tuple[str, ...] = ("lengthscale", "noise")
     source_stop: StoppingRule = field(default_factory=lambda: StoppingRule(rtol=1e-4))  # loose: only the basin matters
@@ -48,7 +48,7 @@ class TransferTrainer(FitSettings):
     iterative: IterativeSettings = field(default_factory=IterativeSettings)
     relax_seeds: int = 2                             # best distinct seeds (screened on the full set) relaxed together
     seed_shifts: tuple[float, ...] = (1.0,)          # extra candidates: the seed with every log theta + shift
-    halving_iters: int = 3                           # side-by-side iterations before only the best seed goes on
+    halving_iters: int = 2                           # side-by-side iterations before only the best seed goes on
 
     def __post_init__(self):
         super().__post_init__()
