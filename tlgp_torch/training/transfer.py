@@ -48,7 +48,7 @@ class TransferTrainer(FitSettings):
     iterative: IterativeSettings = field(default_factory=IterativeSettings)
     relax_seeds: int = 2                             # best distinct seeds (screened on the full set) relaxed together
     seed_shifts: tuple[float, ...] = (1.0,)          # extra candidates: the seed with every log theta + shift
-    halving_iters: int = 2                           # side-by-side iterations before only the best seed goes on
+    halving_iters: int = 1                           # side-by-side iterations before only the best seed goes on
 
     def __post_init__(self):
         super().__post_init__()
