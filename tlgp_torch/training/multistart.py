@@ -28,11 +28,15 @@ def make_likelihood(s: FitSettings, x: torch.Tensor, y: torch.Tensor, cyclic: to
 def optimise(s: FitSettings, lik: FFLUXLikelihood, u0: torch.Tensor, stop: StoppingRule,
              lower: torch.Tensor, upper: torch.Tensor, member_group: torch.Tensor | None = None,
              history: list | None = None, stage: str = "", optimizer: str | None = None,
-             curvature: tuple | None = None) -> OptimResult:
-    """Maximise the likelihood from every row of u0, members batched in memory-sized chunks."""
+             curvature: tuple | None = None, repair: bool = True) -> OptimResult:
+    """Maximise the likelihood from every row of u0, members batched in memory-sized chunks.
+
+    repair: first make every start factorisable (feasible_starts, one Cholesky per start); False when the
+    caller already knows every start's likelihood is finite."""
     n = lik.n
     opt = optimizer or s.optimizer
-    u0 = feasible_starts(lik, u0, upper, member_group)
+    if repair:
+        u0 = feasible_starts(lik, u0, upper, member_group)
     chunk = members_per_chunk(n, memory_budget(u0.device, s.memory_fraction))
     if chunk < u0.shape[0]:
         log.info("%s: %d members in chunks of %d (memory budget)", stage, u0.shape[0], chunk)

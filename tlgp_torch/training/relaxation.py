@@ -91,8 +91,9 @@ def relax_candidates(s: FitSettings, lik: FFLUXLikelihood, candidates: torch.Ten
     n_evals = torch.full((B,), C, dtype=torch.long, device=dev)
     single = all(len(r) == 1 for r in relaxed)
     first_stop = stop if single else dataclasses.replace(stop, max_iter=min(halving_iters, stop.max_iter))
+    feasible = bool(torch.isfinite(ll0.reshape(-1)[flat]).all())                   # screened: no repair needed
     first = optimise(s, lik, u0, first_stop, lower[owner], upper[owner], member_group=owner, history=history,
-                     stage="relaxation", optimizer=optimizer, curvature=pairs)
+                     stage="relaxation", optimizer=optimizer, curvature=pairs, repair=not feasible)
     n_evals.index_add_(0, owner, first.n_evals)
     best = torch.stack([torch.nonzero(owner == b).flatten()[first.f[owner == b].argmin()] for b in range(B)])
     x, f = first.x[best].clone(), first.f[best].clone()
@@ -104,7 +105,7 @@ def relax_candidates(s: FitSettings, lik: FFLUXLikelihood, candidates: torch.Ten
         rest = dataclasses.replace(stop, max_iter=stop.max_iter - halving_iters)
         carry = None if first.curvature is None else tuple(t[best[idx]] for t in first.curvature)
         second = optimise(s, lik, x[idx], rest, lower[idx], upper[idx], member_group=idx, history=history,
-                          stage="relaxation", optimizer=optimizer, curvature=carry)
+                          stage="relaxation", optimizer=optimizer, curvature=carry, repair=False)
         x[idx], f[idx] = second.x, second.f
         n_iter[idx] += second.n_iter
         n_evals[idx] += second.n_evals
