@@ -63,11 +63,14 @@ def batched_lbfgs(
     f_scale: float = 1.0,
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
     curvature: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    start: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> OptimResult:
     """Minimise fun independently for each row of x0 [B, P]; bounds ([P] or [B, P]) are enforced by projection.
 
     f_scale converts f to log-likelihood units for the stopping rule (e.g. n when f = -ll / n).
     curvature: initial curvature pairs (S [B, m, P], Y [B, m, P], valid [B, m]), e.g. from a related problem.
+    start: (f [B], grad [B, P]) already known at x0 (inside the bounds), e.g. to continue an earlier run: saves the
+    first evaluation.
     """
     stop = stop or StoppingRule()
     B, P = x0.shape
@@ -77,8 +80,11 @@ def batched_lbfgs(
     hi = torch.as_tensor(torch.inf if upper is None else upper, dtype=dt, device=dev).expand(B, P)
     x = torch.maximum(torch.minimum(x0.clone(), hi), lo)
     all_idx = torch.arange(B, device=dev)
-    f, g = fun(x, all_idx)
-    n_evals = torch.ones(B, dtype=torch.long, device=dev)
+    if start is None:
+        f, g = fun(x, all_idx)
+    else:
+        f, g = start[0].clone(), start[1].clone()
+    n_evals = torch.full((B,), int(start is None), dtype=torch.long, device=dev)
     n_iter = torch.zeros(B, dtype=torch.long, device=dev)
     S = x.new_zeros(B, history_size, P)
     Y = x.new_zeros(B, history_size, P)

@@ -28,11 +28,11 @@ def make_likelihood(s: FitSettings, x: torch.Tensor, y: torch.Tensor, cyclic: to
 def optimise(s: FitSettings, lik: FFLUXLikelihood, u0: torch.Tensor, stop: StoppingRule,
              lower: torch.Tensor, upper: torch.Tensor, member_group: torch.Tensor | None = None,
              history: list | None = None, stage: str = "", optimizer: str | None = None,
-             curvature: tuple | None = None, repair: bool = True) -> OptimResult:
+             curvature: tuple | None = None, repair: bool = True, known: tuple | None = None) -> OptimResult:
     """Maximise the likelihood from every row of u0, members batched in memory-sized chunks.
 
     repair: first make every start factorisable (feasible_starts, one Cholesky per start); False when the
-    caller already knows every start's likelihood is finite."""
+    caller already knows every start's likelihood is finite. known: (f, grad) already evaluated at u0 (L-BFGS only)."""
     n = lik.n
     opt = optimizer or s.optimizer
     if repair:
@@ -65,7 +65,8 @@ def optimise(s: FitSettings, lik: FFLUXLikelihood, u0: torch.Tensor, stop: Stopp
         kw = dict(stop=stop, lower=per_member(lower), upper=per_member(upper), f_scale=n, callback=record)
         if opt == "lbfgs":
             pairs = None if curvature is None else tuple(t[sel] for t in curvature)
-            parts.append(batched_lbfgs(fun, u0[sel], history_size=s.history_size, curvature=pairs, **kw))
+            at_u0 = None if known is None else tuple(t[sel] for t in known)
+            parts.append(batched_lbfgs(fun, u0[sel], history_size=s.history_size, curvature=pairs, start=at_u0, **kw))
         else:
             parts.append(batched_adam(fun, u0[sel], lr=s.lr, **kw))
     if len(parts) == 1:

@@ -105,7 +105,8 @@ def relax_candidates(s: FitSettings, lik: FFLUXLikelihood, candidates: torch.Ten
         rest = dataclasses.replace(stop, max_iter=stop.max_iter - halving_iters)
         carry = None if first.curvature is None else tuple(t[best[idx]] for t in first.curvature)
         second = optimise(s, lik, x[idx], rest, lower[idx], upper[idx], member_group=idx, history=history,
-                          stage="relaxation", optimizer=optimizer, curvature=carry, repair=False)
+                          stage="relaxation", optimizer=optimizer, curvature=carry, repair=False,
+                          known=(first.f[best[idx]], first.grad[best[idx]]))
         x[idx], f[idx] = second.x, second.f
         n_iter[idx] += second.n_iter
         n_evals[idx] += second.n_evals
