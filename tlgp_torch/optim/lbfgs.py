@@ -65,7 +65,7 @@ class OptimResult:
     n_evals: torch.Tensor
     converged: torch.Tensor
     reason: list[str]
-    memory: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (S, Y, valid) curvature pairs
+    curvature: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (S, Y, valid) curvature pairs
 
 
 def _two_loop(g, S, Y, rho, valid):
@@ -99,7 +99,8 @@ def batched_lbfgs(
     upper: float | torch.Tensor | None = None,
     f_scale: float = 1.0,
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
-    memory: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    curvature: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    start: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> OptimResult:
     """Minimise fun independently for each row of x0 [B, P]; bounds ([P] or [B, P]) are enforced by projection.
 
@@ -119,7 +120,9 @@ def batched_lbfgs(
         upper: upper bound, likewise.
         f_scale: converts f to log-likelihood units for the stopping rule (e.g. n when f = -ll / n).
         callback: called as callback(iteration, f [B], active [B]) after every iteration.
-        memory: initial curvature pairs (S [B, m, P], Y [B, m, P], valid [B, m]), e.g. from a related problem.
+        curvature: initial curvature pairs (S [B, m, P], Y [B, m, P], valid [B, m]), e.g. from a related problem.
+        start: (f [B], grad [B, P]) already known at x0 (inside the bounds), e.g. to continue an earlier run:
+            saves the first evaluation.
 
     Returns:
         An OptimResult.
@@ -143,16 +146,19 @@ def batched_lbfgs(
     hi = torch.as_tensor(torch.inf if upper is None else upper, dtype=dt, device=dev).expand(B, P)
     x = torch.maximum(torch.minimum(x0.clone(), hi), lo)
     all_idx = torch.arange(B, device=dev)
-    f, g = fun(x, all_idx)
-    n_evals = torch.ones(B, dtype=torch.long, device=dev)
+    if start is None:
+        f, g = fun(x, all_idx)
+    else:
+        f, g = start[0].clone(), start[1].clone()
+    n_evals = torch.full((B,), int(start is None), dtype=torch.long, device=dev)
     n_iter = torch.zeros(B, dtype=torch.long, device=dev)
     S = x.new_zeros(B, history_size, P)
     Y = x.new_zeros(B, history_size, P)
     rho = x.new_zeros(B, history_size)
     valid = torch.zeros(B, history_size, dtype=torch.bool, device=dev)
-    if memory is not None:
-        k = min(history_size, memory[0].shape[1])
-        S[:, -k:], Y[:, -k:], valid[:, -k:] = memory[0][:, -k:], memory[1][:, -k:], memory[2][:, -k:]
+    if curvature is not None:
+        k = min(history_size, curvature[0].shape[1])
+        S[:, -k:], Y[:, -k:], valid[:, -k:] = curvature[0][:, -k:], curvature[1][:, -k:], curvature[2][:, -k:]
         sy0 = (S * Y).sum(-1)
         valid &= sy0 > 0
         rho = torch.where(valid, 1.0 / sy0.clamp_min(1e-300), torch.zeros_like(sy0))
@@ -234,4 +240,4 @@ def batched_lbfgs(
         if callback is not None:
             callback(it, f, active)
     return OptimResult(x=x, f=f, grad=g, n_iter=n_iter, n_evals=n_evals, converged=converged, reason=reason,
-                       memory=(S, Y, valid))
+                       curvature=(S, Y, valid))

@@ -116,12 +116,12 @@ def choose_relax_path(path: str, n: int, device: torch.device, fraction: float) 
 
 def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | None, theta0: torch.Tensor,
                     nugget: float, iterative: IterativeSettings | None = None, lower: torch.Tensor | None = None,
-                    upper: torch.Tensor | None = None, memory: tuple | None = None, history: list | None = None,
+                    upper: torch.Tensor | None = None, curvature: tuple | None = None, history: list | None = None,
                     memory_fraction: float = 0.5) -> IterativeRelaxation:
     """Relax one target (x [N, D], y [N]) from theta0 by L-BFGS on the CG/Lanczos estimate of the concentrated ll.
 
     The objective is the exact path's (FFLUX concentrated likelihood in log theta, GLS mean, fixed nugget), with
-    the nugget raised to iterative.nugget_floor; lower/upper bound log theta, memory seeds L-BFGS's curvature pairs;
+    the nugget raised to iterative.nugget_floor; lower/upper bound log theta, curvature seeds L-BFGS's curvature pairs;
     memory_fraction of the free memory decides how the kernel is held (iterative.kernel="auto").
     Each iteration is appended to `history`; a progress line is logged (INFO) every PROGRESS_EVERY_S. Returns an
     IterativeRelaxation. iterative: None means IterativeSettings().
@@ -176,7 +176,7 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
         try:
             res = batched_lbfgs(fun, log_theta, stop=StoppingRule(rtol=iterative.rtol, max_iter=iterative.max_iter),
                                 lower=lower,
-                                upper=upper, f_scale=n, memory=memory, callback=progress)
+                                upper=upper, f_scale=n, curvature=curvature, callback=progress)
         except _CGUnconverged as err:
             # CG ran out of iterations: the preconditioner is too weak for this kernel, and every evaluation would
             # cost max_cg_iterations products for a biased estimate: double the landmarks, redo this stage
@@ -187,7 +187,7 @@ def relax_iterative(x: torch.Tensor, y: torch.Tensor, cyclic: torch.Tensor | Non
             rank = min(2 * rank, cap)
             continue
         ranks.append(rank)
-        evals, iters, log_theta, memory = evals + lik.n_evals, iters + int(res.n_iter[0]), res.x, None
+        evals, iters, log_theta, curvature = evals + lik.n_evals, iters + int(res.n_iter[0]), res.x, None
         # a line search that cannot go on while the estimated gradient is large: the estimate's gradient does not
         # describe the estimate (too few landmarks for this kernel's spectrum): double the rank, continue from here
         gmax = _projected_gmax(res.x[0], res.grad[0], lower, upper)

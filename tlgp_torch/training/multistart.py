@@ -27,12 +27,17 @@ def make_likelihood(settings: FitSettings, x: torch.Tensor, y: torch.Tensor,
 def optimise(settings: FitSettings, lik: FFLUXLikelihood, starts: torch.Tensor, stop: StoppingRule,
              lower: torch.Tensor, upper: torch.Tensor, member_group: torch.Tensor | None = None,
              history: list | None = None, stage: str = "", optimizer: str | None = None,
-             memory: tuple | None = None) -> OptimResult:
+             curvature: tuple | None = None, repair: bool = True, known: tuple | None = None) -> OptimResult:
     """Maximise the likelihood from every row of starts [B, P] (log parameters), members batched in memory-sized
-    chunks."""
+    chunks.
+
+    repair: first make every start factorisable (feasible_starts, one Cholesky per start); False when the caller
+    already knows every start's likelihood is finite. known: (f, grad) already evaluated at the starts (L-BFGS
+    only); curvature: initial L-BFGS curvature pairs per member."""
     n = lik.n
     opt = optimizer or settings.optimizer
-    starts = feasible_starts(lik, starts, upper, member_group)
+    if repair:
+        starts = feasible_starts(lik, starts, upper, member_group)
     budget = memory_budget(starts.device, settings.memory_fraction)
     chunk = members_that_fit(n, MULTISTART_BUFFERS, budget, lik.x.element_size())
     if chunk < starts.shape[0]:
@@ -61,18 +66,20 @@ def optimise(settings: FitSettings, lik: FFLUXLikelihood, starts: torch.Tensor, 
         per_member = lambda b: b[sel] if b.dim() == 2 and b.shape[0] == starts.shape[0] else b  # noqa: E731
         kw = dict(stop=stop, lower=per_member(lower), upper=per_member(upper), f_scale=n, callback=record)
         if opt == "lbfgs":
-            mem = None if memory is None else tuple(t[sel] for t in memory)
-            parts.append(batched_lbfgs(fun, starts[sel], history_size=settings.history_size, memory=mem, **kw))
+            pairs = None if curvature is None else tuple(t[sel] for t in curvature)
+            at_starts = None if known is None else tuple(t[sel] for t in known)
+            parts.append(batched_lbfgs(fun, starts[sel], history_size=settings.history_size, curvature=pairs,
+                                       start=at_starts, **kw))
         else:
             parts.append(batched_adam(fun, starts[sel], lr=settings.lr, **kw))
     if len(parts) == 1:
         return parts[0]
     cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
-    memory = None
-    if all(p.memory is not None for p in parts):
-        memory = tuple(torch.cat([p.memory[i] for p in parts]) for i in range(3))
+    curvature = None
+    if all(p.curvature is not None for p in parts):
+        curvature = tuple(torch.cat([p.curvature[i] for p in parts]) for i in range(3))
     return OptimResult(x=cat("x"), f=cat("f"), grad=cat("grad"), n_iter=cat("n_iter"), n_evals=cat("n_evals"),
-                       converged=cat("converged"), reason=sum((p.reason for p in parts), []), memory=memory)
+                       converged=cat("converged"), reason=sum((p.reason for p in parts), []), curvature=curvature)
 
 
 def feasible_starts(lik: FFLUXLikelihood, starts: torch.Tensor, upper: torch.Tensor,

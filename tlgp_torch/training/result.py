@@ -49,6 +49,9 @@ class TransferInfo:
     kernel: str | None = None        # iterative path: how the kernel was held
     preconditioner_ranks: list[int] | None = None  # iterative path: landmarks of each stage
     likelihood_note: str | None = None
+    seed_ll: list[float] | None = None   # full-set ll of each candidate seed (exact path)
+    seeds_relaxed: list[int] | None = None  # indices of the candidate seeds relaxed side by side
+    seed_kept: int | None = None         # index of the candidate kept after halving
 
 
 def info_dict(info: DirectInfo | TransferInfo, **more: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from tlgp_torch.training.final import FinalState, final_states
 from tlgp_torch.training.iterative import IterativeSettings, choose_relax_path, relax_iterative
 from tlgp_torch.training.multistart import make_likelihood, optimise
 from tlgp_torch.training.prepare import generator, prepare_tasks
+from tlgp_torch.training.relaxation import relax_candidates
 from tlgp_torch.training.result import TrainResult, TransferInfo, build_results
 from tlgp_torch.training.settings import FitSettings
 from tlgp_torch.training.starts import feature_spread, initial_parameters, parameter_bounds
@@ -55,7 +56,7 @@ class TransferTrainer(FitSettings):
         source_stop: the sources' StoppingRule (loose: only the basin matters).
         relax_optimizer: optimiser of the relaxation ("lbfgs" or "adam"; None: `optimizer`).
         min_source_size: smallest allowed subset (a ValueError asks for a larger source_size or DirectTrainer).
-        transfer_curvature: seed the relaxation's L-BFGS memory with the selected source's curvature pairs.
+        transfer_curvature: seed the relaxation's L-BFGS history with the selected source's curvature pairs.
         revive_floor: floor on 2 theta_d s_d^2 of the seed, so a feature a small source switched off can come back
             (None: copy the source's theta as is).
         relax_path: "exact" (Cholesky), "iterative" (gpytorch CG + Lanczos, large N), "auto" (by memory).
@@ -66,6 +67,12 @@ class TransferTrainer(FitSettings):
             name -> bool; the others start from data-based values (constant mean = mean(y), outputscale = var(y),
             noise = 1e-2 var(y)); a second seed that also takes the source's outputscales and noise is
             compared with it (one mll evaluation each), and the better seed is relaxed.
+        relax_seeds: how many distinct candidate seeds (screened by one full-set likelihood each: the transferred
+            seed, the seed shifted by each of seed_shifts in every log theta, the other sources' optima) are relaxed
+            side by side; after halving_iters L-BFGS iterations only the best goes on (successive halving).
+        seed_shifts: shifts of every log theta of the transferred seed added as candidates (a source fitted on
+            m < N points tends to longer lengthscales than the full set supports).
+        halving_iters: side-by-side iterations before the weaker seeds are dropped.
 
     Example:
         >>> import torch
@@ -77,17 +84,20 @@ class TransferTrainer(FitSettings):
 
     n_sources: int = 2                  # K: random subsets, one source model each
     source_size: float | int = 0.3      # points per source: a fraction of N (float) or a count (int)
-    source_restarts: int = 2            # random starts per source (sources x restarts are batched)
+    source_restarts: int = 1            # random starts per source (distinct seeds come from the other sources)
     selection: str = "holdout_mae"     # best source: "holdout_mae" (points outside its subset) or "likelihood"
     transfer: tuple[str, ...] = ("lengthscale", "noise")  # what seeds the target ("noise": a learned nugget)
     source_stop: StoppingRule = field(default_factory=lambda: StoppingRule(rtol=1e-4))  # loose: only the basin matters
     relax_optimizer: str | None = None               # default: `optimizer`
     min_source_size: int = 16           # a smaller subset is an error (use DirectTrainer)
-    transfer_curvature: bool = True                  # seed the relaxation's L-BFGS memory with the source's pairs
+    transfer_curvature: bool = True                  # seed the relaxation's L-BFGS history with the source's pairs
     revive_floor: float | None = 1e-3                # floor on 2 theta_d s_d^2 of the seed (None: copy as is)
     relax_path: str = "auto"                         # "exact" (Cholesky), "iterative" (gpytorch CG), "auto": by memory
     iterative: IterativeSettings = field(default_factory=IterativeSettings)
     transfer_parameters: tuple[str, ...] | Callable[[str], bool] = ("lengthscale",)  # user models, generic path
+    relax_seeds: int = 2                             # best distinct seeds (screened on the full set) relaxed together
+    seed_shifts: tuple[float, ...] = (1.0,)          # extra candidates: the seed with every log theta + shift
+    halving_iters: int = 1                           # side-by-side iterations before only the best seed goes on
 
     def __post_init__(self):
         super().__post_init__()
@@ -95,6 +105,9 @@ class TransferTrainer(FitSettings):
             raise ValueError(f"n_sources and source_restarts must be >= 1, got {self.n_sources}, {self.source_restarts}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.relax_seeds < 1 or self.halving_iters < 1:
+            raise ValueError(f"relax_seeds and halving_iters must be >= 1, got {self.relax_seeds}, "
+                             f"{self.halving_iters}")
         bad = [t for t in self.transfer if t not in TRANSFERABLE]
         if bad or "lengthscale" not in self.transfer:
             raise ValueError(f"transfer must include 'lengthscale' and only {TRANSFERABLE} (outputscale and mean are "
@@ -177,37 +190,75 @@ class TransferTrainer(FitSettings):
                 u_seed[:, :d] = torch.maximum(u_seed[:, :d], floor)
             if self.learn_nugget and "noise" in self.transfer:
                 u_seed[:, -1] = u_src[chosen, -1]
-            memory = None
-            if self.transfer_curvature and src.memory is not None:
+            curvature = None
+            if self.transfer_curvature and src.curvature is not None:
                 # f = -ll / n is per point, so the source's curvature pairs approximate the target's
-                memory = tuple(t[members[chosen]] for t in src.memory)
+                curvature = tuple(t[members[chosen]] for t in src.curvature)
             no_source = ~torch.isfinite(score.min(1).values)
             if bool(no_source.any()):  # every source failed: relax from a fresh random start instead
                 u_seed[no_source] = torch.cat([initial_parameters(self, spreads[b], 1, generator(self.seed + 1))
                                                for b in torch.nonzero(no_source).flatten().tolist()])
+            cands, cand_curv = self._candidates(u_seed, u_src, members, k_best, src.curvature, bounds, spreads,
+                                                no_source)
         path = choose_relax_path(self.relax_path, n, device, self.memory_fraction)
         if path == "iterative":
             return self._relax_iterative(x, y, cyclic, names, u_seed, times=times, history=history, src=src, m=m, K=K,
                                          r=r, k_best=k_best, score=score, f=f, no_source=no_source, device=device,
-                                         bounds=bounds, memory=memory)
+                                         bounds=bounds, curvature=curvature)
         with timed(times, "relaxation", device):
             lik = make_likelihood(self, x, y, cyclic)
-            rel = optimise(self, lik, u_seed, self.stop, torch.stack([lb for lb, _ in bounds]),
-                           torch.stack([ub for _, ub in bounds]), member_group=torch.arange(B, device=device),
-                           history=history, stage="relaxation", optimizer=self.relax_optimizer, memory=memory)
+            rel = relax_candidates(self, lik, cands, torch.stack([lb for lb, _ in bounds]),
+                                   torch.stack([ub for _, ub in bounds]), self.stop, keep=self.relax_seeds,
+                                   halving_iters=self.halving_iters, curvature=cand_curv, history=history,
+                                   optimizer=self.relax_optimizer)
         with timed(times, "evaluation", device):
             states = final_states(self, lik, rel.x)
         src_evals = src.n_evals.reshape(B, K * r).sum(1)
         infos = [TransferInfo(source_size=m, n_sources=K, source_restarts=r, selected_source=int(k_best[b]),
                               source_scores=score[b].tolist(), source_ll=(-f[b] * m).tolist(),
                               source_iters=src.n_iter.reshape(B, K * r)[b].tolist(), relax_iters=int(rel.n_iter[b]),
-                              relax_reason=rel.reason[b], no_source=bool(no_source[b]), relax_path="exact")
+                              relax_reason=rel.reason[b], no_source=bool(no_source[b]), relax_path="exact",
+                              seed_ll=rel.screened_ll[b].tolist(), seeds_relaxed=rel.relaxed[b],
+                              seed_kept=rel.kept[b])
                  for b in range(B)]
         return build_results(self, "TL", states, x, y, cyclic, names, -rel.f * n, times, rel.n_evals.tolist(),
                              history, infos, n_source_evals=src_evals.tolist(), source_size=[m] * B)
 
+    def _candidates(self, u_seed, u_src, members, k_best, src_curvature, bounds, spreads, no_source):
+        """Seeds for the relaxation, [B, C, P]: the transferred seed, the same with every log theta + each shift
+        (a fit on m < N points tends to longer lengthscales than the full set supports), and the other sources'
+        best restarts (floored like the seed); with each one's source curvature pairs ([B, C, ...]) or None."""
+        B, P = u_seed.shape
+        K = u_src.shape[0] // B
+        d = spreads[0].numel()
+        lo = torch.stack([lb for lb, _ in bounds])
+        hi = torch.stack([ub for _, ub in bounds])
+        cands, origin = [u_seed], [k_best]
+        for shift in self.seed_shifts:
+            shifted = u_seed.clone()
+            shifted[:, :d] = torch.minimum(torch.maximum(shifted[:, :d] + shift, lo[:, :d]), hi[:, :d])
+            cands.append(shifted)
+            origin.append(k_best)
+        for j in range(1, K):
+            k = (k_best + j) % K                                                     # the other sources, in order
+            other = u_seed.clone()
+            other[:, :d] = u_src[torch.arange(B, device=u_seed.device) * K + k, :d]
+            if self.revive_floor is not None:
+                floor = torch.stack([-(2.0 * sp.pow(2)).log() + math.log(self.revive_floor) for sp in spreads])
+                other[:, :d] = torch.maximum(other[:, :d], floor)
+            if self.learn_nugget and "noise" in self.transfer:
+                other[:, -1] = u_src[torch.arange(B, device=u_seed.device) * K + k, -1]
+            cands.append(torch.where(no_source[:, None], u_seed, other))
+            origin.append(k)
+        out = torch.stack(cands, 1)                                                  # [B, C, P]
+        if not self.transfer_curvature or src_curvature is None:
+            return out, None
+        rows = members.reshape(B, K)
+        idx = torch.stack([rows[torch.arange(B, device=u_seed.device), k] for k in origin], 1)  # [B, C]
+        return out, tuple(t[idx] for t in src_curvature)
+
     def _relax_iterative(self, x, y, cyclic, names, u_seed, *, times, history, src, m, K, r, k_best, score, f,
-                         no_source, device, bounds, memory) -> list[TrainResult]:
+                         no_source, device, bounds, curvature) -> list[TrainResult]:
         """Relax each task on gpytorch's iterative path (no n x n Cholesky); likelihoods are CG/Lanczos estimates.
 
         Same objective and bounds as the exact path, nugget fixed at the seed's (raised to the iterative floor);
@@ -220,9 +271,9 @@ class TransferTrainer(FitSettings):
         with timed(times, "relaxation", device):
             for b in range(B):
                 nugget = float(u_seed[b, -1].exp()) if self.learn_nugget else self.nugget
-                mem = None if memory is None or self.learn_nugget else tuple(t[b:b + 1] for t in memory)
+                pairs = None if curvature is None or self.learn_nugget else tuple(t[b:b + 1] for t in curvature)
                 out = relax_iterative(x[b], y[b], cyclic, u_seed[b, :d].exp(), nugget, self.iterative,
-                                      lower=bounds[b][0][:d], upper=bounds[b][1][:d], memory=mem, history=history,
+                                      lower=bounds[b][0][:d], upper=bounds[b][1][:d], curvature=pairs, history=history,
                                       memory_fraction=self.memory_fraction)
                 outs.append(out)
                 states.append(FinalState(theta=out.theta, nugget=out.nugget, mean=out.mean, sigma2=out.sigma2,

@@ -1,0 +1,65 @@
+"""Known cases where a single TL relaxation followed its seed into the worse basin (issue 17): TL with the
+defaults must now reach DL's (R=8) basin. Basins are told apart by the final log-likelihood: the two WATER O1 q00
+basins are 2.6 % apart (373.50 and 383.49), ETHANOL H4's 0.35 %, so a 0.1 % tolerance separates them while leaving
+room for where the stopping rule (rtol 1e-6 per iteration) ends inside one basin."""
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import torch
+
+from tlgp_torch.io.ichor_csv import read_ichor_csv
+from tlgp_torch.training.direct import DirectTrainer
+from tlgp_torch.training.relaxation import pick_distinct
+from tlgp_torch.training.transfer import TransferTrainer
+
+LL_TOL = 1e-3  # relative: same basin (see the module docstring)
+GFN2 = pathlib.Path(__file__).resolve().parents[1] / "data" / "gfn2"
+
+
+@pytest.fixture(scope="module")
+def water_q00(fflux_dir):
+    train = read_ichor_csv(fflux_dir / "WATER_O1_TRAINING_SET.csv", ["q00"])
+    return train, DirectTrainer(restarts=8, seed=0).fit(train, "q00")
+
+
+@pytest.mark.parametrize("source_size", [0.3, 0.5, 0.7])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_water_o1_q00_reaches_dl_basin(water_q00, source_size, seed):
+    """Every source of WATER O1 q00 (m = 18..41 points) lands in the longer-lengthscale basin (ll 373.50);
+    a single relaxation stayed there for m = 0.3, 0.5 and 0.7 N."""
+    train, dl = water_q00
+    assert dl.ll > 383.0  # DL's better basin (383.49); 373.50 is the other one
+    tl = TransferTrainer(source_size=source_size, seed=seed).fit(train, "q00")
+    assert tl.ll >= dl.ll - LL_TOL * abs(dl.ll)
+
+
+def test_water_o1_q00_single_relaxation_is_the_known_failure(water_q00):
+    """The same case with one relaxation from the transferred seed only (the old default) ends in the worse
+    basin: the test above is not vacuous."""
+    train, dl = water_q00
+    old = TransferTrainer(relax_seeds=1, seed_shifts=(), n_sources=1, seed=0).fit(train, "q00")
+    assert old.ll < dl.ll - 0.01 * abs(dl.ll)
+
+
+def test_pick_distinct():
+    """Best ll first, near-duplicates (within tol in every log parameter) and infeasible seeds skipped."""
+    ll = torch.tensor([1.0, 3.0, 2.9, -torch.inf, 2.0], dtype=torch.float64)
+    u = torch.tensor([[0.0], [1.0], [1.1], [5.0], [3.0]], dtype=torch.float64)
+    assert pick_distinct(ll, u, 2) == [1, 4]
+    assert pick_distinct(ll, u, 5) == [1, 4, 0]
+    assert pick_distinct(torch.full((2,), -torch.inf, dtype=torch.float64), u[:2], 2) == [0]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="open case of issue 17: TL still ends at about 17605 against DL's 17667")
+def test_ethanol_h4_energy_reaches_dl_basin():
+    """ETHANOL H4 energy (GFN2, N=2000): TL 17605.33 against DL 17666.73 (-0.35 %) in issue 17."""
+    path = GFN2 / "ethanol" / "ETHANOL_H4_TRAINING_SET.csv"
+    if not path.is_file():
+        pytest.skip(f"GFN2 ethanol data not found at {path} (generate it, or link data/ to a folder holding it)")
+    train = read_ichor_csv(path, ["energy"])
+    dl = DirectTrainer(restarts=8, seed=0).fit(train, "energy")
+    tl = TransferTrainer(seed=0).fit(train, "energy")
+    assert tl.ll >= dl.ll - LL_TOL * abs(dl.ll)
