@@ -20,6 +20,40 @@ class FFLUXCalculator(_calculator.Calculator):
 
     Forces analytic where the potential has `evaluate` (eager, TorchScript) or is a saved "forces" program
     (.pt2); by autograd through forward otherwise. Charges are computed only when ASE asks for them.
+
+    Args:
+        potential: an FFLUXPotential, or the path of one saved by save_potential (.pt or .pt2).
+        metadata: potential_metadata of a scripted or exported module passed directly (read from the file or
+            the FFLUXPotential otherwise).
+        **kwargs: passed to ase.calculators.calculator.Calculator.
+
+    Raises:
+        ValueError: without metadata for a scripted or exported module; at `calculate`, when the Atoms'
+            atomic numbers differ from the potential's (same atoms in the same order are needed).
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.io import FerebusModel
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> def model(atom, prop, alf):                   # a small stand-in for a trained water model
+        ...     return FerebusModel(system="WATER", atom=atom, property=prop, alf=alf, n_atoms=3,
+        ...                         kernel_type="rbf-cyclic", theta=torch.ones(3, dtype=torch.float64), mean=-0.5,
+        ...                         x=1.8 + torch.rand(5, 3, dtype=torch.float64, generator=gen),
+        ...                         y=torch.zeros(5, dtype=torch.float64),
+        ...                         weights=0.01 * torch.randn(5, dtype=torch.float64, generator=gen))
+        >>> models = [model(atom, prop, alf) for atom, alf in (("O1", (1, 2, 3)), ("H2", (2, 1, 3)), ("H3", (3, 1, 2)))
+        ...           for prop in ("iqa", "q00")]
+        >>> positions = torch.tensor([[[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]]],
+        ...                          dtype=torch.float64)    # [F=1, N=3, 3] angstrom: O, H, H
+        >>> from ase import Atoms
+        >>> from tlgp_torch.export import FFLUXPotential
+        >>> pot = FFLUXPotential(models)                            # eV and angstrom, as ASE
+        >>> atoms = Atoms("OH2", positions=positions[0].numpy(), calculator=FFLUXCalculator(pot))
+        >>> energy, forces = pot.energy_and_forces(positions)
+        >>> abs(atoms.get_potential_energy() - float(energy[0])) < 1e-12    # the same evaluation: equal
+        True
+        >>> atoms.get_forces().shape, atoms.get_charges().shape     # eV/angstrom [N, 3], e [N]
+        ((3, 3), (3,))
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "energies", "charges"]

@@ -42,9 +42,36 @@ class FFLUXPotential(nn.Module):
     atom-resolved energies). Charges are NaN where the module has no q00 models.
 
     Example:
-        >>> pot = FFLUXPotential.from_files(paths)                    # or FFLUXPotential(models)
+        >>> import torch
+        >>> from tlgp_torch.io import FerebusModel
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> def model(atom, prop, alf):                   # a small stand-in for a trained water model
+        ...     return FerebusModel(system="WATER", atom=atom, property=prop, alf=alf, n_atoms=3,
+        ...                         kernel_type="rbf-cyclic", theta=torch.ones(3, dtype=torch.float64), mean=-0.5,
+        ...                         x=1.8 + torch.rand(5, 3, dtype=torch.float64, generator=gen),
+        ...                         y=torch.zeros(5, dtype=torch.float64),
+        ...                         weights=0.01 * torch.randn(5, dtype=torch.float64, generator=gen))
+        >>> models = [model(atom, prop, alf) for atom, alf in (("O1", (1, 2, 3)), ("H2", (2, 1, 3)), ("H3", (3, 1, 2)))
+        ...           for prop in ("iqa", "q00")]
+        >>> positions = torch.tensor([[[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]]],
+        ...                          dtype=torch.float64)    # [F=1, N=3, 3] angstrom: O, H, H
+        >>> pot = FFLUXPotential(models)                  # or FFLUXPotential.from_files(paths of .model files)
         >>> energy, forces = pot.energy_and_forces(positions)         # [F], [F, N, 3]; eV, eV/angstrom
+        >>> energy.shape, forces.shape
+        (torch.Size([1]), torch.Size([1, 3, 3]))
         >>> energy, forces, energies, charges = pot.evaluate(positions, True)
+        >>> torch.allclose(energy, energies.sum(-1))                  # E = sum of the atomic energies (eV)
+        True
+        >>> charges.shape, pot.properties, pot.atom_names
+        (torch.Size([1, 3]), ['iqa', 'q00'], ['O1', 'H2', 'H3'])
+        >>> # ALF features are invariant to translation: the forces sum to 0 (up to rounding, ~1e-16 eV/angstrom)
+        >>> bool(forces.sum(1).abs().max() < 1e-12)
+        True
+        >>> # the analytic forces are -dE/dpositions: autograd through forward agrees to rounding
+        >>> pos = positions.clone().requires_grad_(True)
+        >>> (grad,) = torch.autograd.grad(pot(pos)[0].sum(), pos)
+        >>> torch.allclose(forces, -grad, rtol=1e-10, atol=1e-12)
+        True
     """
 
     length_unit: str
@@ -223,7 +250,45 @@ class FFLUXPotential(nn.Module):
 
 def energy_and_forces(potential, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(energy [F], forces [F, N, 3]) of any module with the FFLUXPotential forward (eager, scripted, exported):
-    its analytic `energy_and_forces` where it has one (eager, TorchScript), else autograd through forward."""
+    its analytic `energy_and_forces` where it has one (eager, TorchScript), else autograd through forward.
+
+    Forces are F = -dE/dpositions, in the module's energy unit per length unit (eV/angstrom by default).
+
+    Args:
+        potential: an FFLUXPotential, its TorchScript (torch.jit.load) or torch.export program (.module()), or
+            any module whose forward(positions) returns (energy [F], ...).
+        positions: [F, N, 3] atomic positions of F frames, in the potential's length unit.
+
+    Returns:
+        (energy [F], forces [F, N, 3]), detached.
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.io import FerebusModel
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> def model(atom, prop, alf):                   # a small stand-in for a trained water model
+        ...     return FerebusModel(system="WATER", atom=atom, property=prop, alf=alf, n_atoms=3,
+        ...                         kernel_type="rbf-cyclic", theta=torch.ones(3, dtype=torch.float64), mean=-0.5,
+        ...                         x=1.8 + torch.rand(5, 3, dtype=torch.float64, generator=gen),
+        ...                         y=torch.zeros(5, dtype=torch.float64),
+        ...                         weights=0.01 * torch.randn(5, dtype=torch.float64, generator=gen))
+        >>> models = [model(atom, prop, alf) for atom, alf in (("O1", (1, 2, 3)), ("H2", (2, 1, 3)), ("H3", (3, 1, 2)))
+        ...           for prop in ("iqa", "q00")]
+        >>> positions = torch.tensor([[[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]]],
+        ...                          dtype=torch.float64)    # [F=1, N=3, 3] angstrom: O, H, H
+        >>> from tlgp_torch.export import FFLUXPotential, energy_and_forces
+        >>> pot = FFLUXPotential(models)
+        >>> class ForwardOnly(torch.nn.Module):            # like a torch.export program: forward only
+        ...     def __init__(self, pot):
+        ...         super().__init__()
+        ...         self.pot = pot
+        ...     def forward(self, positions):
+        ...         return self.pot(positions)
+        >>> e_auto, f_auto = energy_and_forces(ForwardOnly(pot), positions)     # by autograd
+        >>> e, f = energy_and_forces(pot, positions)                            # analytic
+        >>> f.shape, torch.allclose(e, e_auto), torch.allclose(f, f_auto, rtol=1e-10, atol=1e-12)
+        (torch.Size([1, 3, 3]), True, True)
+    """
     if hasattr(potential, "energy_and_forces"):
         return potential.energy_and_forces(positions)
     pos = positions.detach().to(torch.float64).requires_grad_(True)

@@ -89,7 +89,27 @@ def _query(q: torch.Tensor, cyc: torch.Tensor, shift: torch.Tensor, period: torc
 def matmul_rounding(xs_sq: torch.Tensor, weights: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Bound [B] on the relative rounding of the matmul form of y = mean + sum_m w_m k_m: its distances round at
     about eps max_m |xs_m|^2 (twice that for the query), which sum_m |w_m| carries into y; `scale` [B] is |y|'s
-    size (|mean|). Models beyond a tolerance are evaluated by exact differences instead (`exact`)."""
+    size (|mean|). Models beyond a tolerance are evaluated by exact differences instead (`exact`).
+
+    .. math::
+
+        bound_b = 4 eps max_m |xs_bm|^2 sum_m |w_bm| / |scale_b|
+
+    Args:
+        xs_sq: [B, M] squared norms |xs_m|^2 of the centred, theta-scaled training points (matmul_layout's "xs_sq").
+        weights: [B, M] the models' weights w = R^-1 (y - mean) (y units).
+        scale: [B] the size of each model's output (y units); clamped away from 0.
+
+    Returns:
+        [B] relative bounds (dimensionless), in the dtype of xs_sq.
+
+    Example:
+        >>> xs_sq = torch.tensor([[1.0, 4.0], [100.0, 1.0]], dtype=torch.float64)
+        >>> w = torch.tensor([[0.5, -0.5], [1.0, 1.0]], dtype=torch.float64)
+        >>> bound = matmul_rounding(xs_sq, w, torch.tensor([2.0, 2.0], dtype=torch.float64))
+        >>> (bound / torch.finfo(torch.float64).eps).tolist()    # 4 x max|xs|^2 x sum|w| / scale
+        [8.0, 400.0]
+    """
     eps = torch.finfo(xs_sq.dtype).eps
     return 4.0 * eps * xs_sq.amax(-1) * weights.abs().sum(-1) / scale.abs().clamp_min(1e-300)
 

@@ -1,4 +1,22 @@
-"""The final evaluation of a fit: both FFLUX likelihoods, mean, nugget and sigma^2 per task."""
+"""The final evaluation of a fit: both FFLUX likelihoods, mean, nugget and sigma^2 per task.
+
+For each task b, at theta_b = exp(log_params[b, :D]), `final_states` evaluates the concentrated and the marginal
+FFLUX log-likelihoods (see likelihoods.exact), the prediction mean (GLS mean 1^T R^-1 y / 1^T R^-1 1, or mean(y),
+by FitSettings.mean_rule) and sigma^2 = (y - mu)^T R^-1 (y - mu) / N (1 for the marginal likelihood).
+
+Example:
+    >>> import torch
+    >>> from tlgp_torch.likelihoods import FFLUXLikelihood
+    >>> from tlgp_torch.training.final import final_states
+    >>> from tlgp_torch.training.settings import FitSettings
+    >>> x = torch.rand(15, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    >>> lik = FFLUXLikelihood(x, torch.sin(3 * x).sum(-1), nugget=1e-8)
+    >>> (state,) = final_states(FitSettings(), lik, torch.zeros(1, 2, dtype=torch.float64))   # theta = 1
+    >>> state.theta.tolist(), state.nugget, state.failed
+    ([1.0, 1.0], 1e-08, False)
+    >>> state.ll_concentrated == float(lik(torch.zeros(1, 2, dtype=torch.float64)).ll[0])
+    True
+"""
 from __future__ import annotations
 
 import math

@@ -44,3 +44,6 @@ def fit_gpytorch_mll_tl(mll: gpytorch.mlls.ExactMarginalLogLikelihood, trainer: 
     if not isinstance(trainer, (TransferTrainer, DirectTrainer)):
         raise TypeError(f"trainer must be a TransferTrainer or a DirectTrainer, got {type(trainer).__name__}")
     return trainer.fit(mll)
+
+
+__all__ = ["fit_gpytorch_mll_tl"]

@@ -18,7 +18,31 @@ from tlgp_torch.training.settings import FitSettings, log
 
 def make_likelihood(settings: FitSettings, x: torch.Tensor, y: torch.Tensor,
                     cyclic: torch.Tensor | None) -> FFLUXLikelihood:
-    """FFLUX likelihood object for data x [N, D] or [G, N, D] under settings."""
+    """FFLUX likelihood object for data x [N, D] or [G, N, D] under settings.
+
+    The likelihood kind is settings.likelihood; the nugget is settings.nugget (fflux convention, fixed) or
+    settings.noise_floor (gpytorch convention: the learned nugget's floor, the last optimised parameter).
+
+    Args:
+        settings: the trainer's FitSettings.
+        x: [N, D] or [G, N, D] features (G groups of training data, e.g. the sources of TL).
+        y: [N] or [G, N] targets.
+        cyclic: [D] bool mask of the periodic features, or None.
+
+    Returns:
+        the FFLUXLikelihood (call it with log parameters [B, P] for ll [B] and grad [B, P]).
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.training.multistart import make_likelihood
+        >>> from tlgp_torch.training.settings import FitSettings
+        >>> x = torch.rand(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> lik = make_likelihood(FitSettings(), x, torch.sin(3 * x).sum(-1), None)
+        >>> lik.n, lik.d, lik.kind, lik.nugget, lik.learn_nugget
+        (30, 2, 'concentrated', 1e-10, False)
+        >>> make_likelihood(FitSettings(convention="gpytorch"), x, x.sum(-1), None).learn_nugget
+        True
+    """
     nugget = settings.noise_floor if settings.learn_nugget else settings.nugget
     return FFLUXLikelihood(x, y, cyclic=cyclic, kind=settings.likelihood, nugget=nugget,
                            learn_nugget=settings.learn_nugget)
@@ -31,9 +55,49 @@ def optimise(settings: FitSettings, lik: FFLUXLikelihood, starts: torch.Tensor, 
     """Maximise the likelihood from every row of starts [B, P] (log parameters), members batched in memory-sized
     chunks.
 
-    repair: first make every start factorisable (feasible_starts, one Cholesky per start); False when the caller
-    already knows every start's likelihood is finite. known: (f, grad) already evaluated at the starts (L-BFGS
-    only); curvature: initial L-BFGS curvature pairs per member."""
+    Each member b minimises f_b(u) = -ll(u) / N (u = log theta, plus log nugget when learned) within the box
+    [lower, upper], by batched L-BFGS (one history and line search per member) or Adam; infeasible starts are
+    first repaired by feasible_starts (unless repair=False).
+
+    Args:
+        settings: FitSettings (optimizer, history_size, lr, memory_fraction).
+        lik: the FFLUXLikelihood (see make_likelihood).
+        starts: [B, P] initial log parameters.
+        stop: the StoppingRule of every member.
+        lower, upper: [P] or [B, P] box of the log parameters.
+        member_group: [B] index of each member's data group in lik (None: one group).
+        history: list that receives one dict per iteration and chunk (stage, iter, best_ll, active, ...).
+        stage: name used in log lines and history.
+        optimizer: "lbfgs" or "adam" (None: settings.optimizer).
+        curvature: L-BFGS curvature pairs to start from (one per member), or None.
+        repair: first make every start factorisable (feasible_starts, one Cholesky per start); False when the
+            caller already knows every start's likelihood is finite.
+        known: (f, grad) already evaluated at the starts (L-BFGS only): saves the first evaluation.
+
+    Returns:
+        OptimResult: x [B, P] the optima, f [B] = -ll / N there, grad, n_iter, n_evals, converged, reason.
+
+    Example:
+        >>> import torch
+        >>> from tlgp_torch.training.multistart import make_likelihood, optimise
+        >>> from tlgp_torch.training.settings import FitSettings
+        >>> from tlgp_torch.training.starts import feature_spread, initial_parameters, parameter_bounds
+        >>> x = torch.rand(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> s = FitSettings(device="cpu")
+        >>> lik = make_likelihood(s, x, torch.sin(3 * x).sum(-1), None)
+        >>> spread = feature_spread(x)
+        >>> lower, upper = parameter_bounds(s, spread)
+        >>> starts = initial_parameters(s, spread, 3, torch.Generator().manual_seed(0))    # [3, 2] log theta
+        >>> res = optimise(s, lik, starts, s.stop, lower, upper)
+        >>> res.x.shape, res.converged.tolist()
+        (torch.Size([3, 2]), [True, True, True])
+        >>> ll_start, ll_end = lik(starts, grad=False).ll, -res.f * lik.n
+        >>> bool((ll_end > ll_start).all())               # every member climbed
+        True
+        >>> # all three reach the same optimum: their ll agree far beyond the stopping rule's rtol
+        >>> float(ll_end.max() - ll_end.min()) < 1e-3
+        True
+    """
     n = lik.n
     opt = optimizer or settings.optimizer
     if repair:
@@ -85,7 +149,34 @@ def optimise(settings: FitSettings, lik: FFLUXLikelihood, starts: torch.Tensor, 
 def feasible_starts(lik: FFLUXLikelihood, starts: torch.Tensor, upper: torch.Tensor,
                     member_group: torch.Tensor | None = None, tries: int = 6) -> torch.Tensor:
     """Repair starts whose kernel matrix cannot be factorised (the wrapped-phi kernel is not positive definite
-    for long lengthscales): raise all their thetas x10 (towards K = I) until it factorises, at most `tries` times."""
+    for long lengthscales): raise all their thetas x10 (towards K = I) until it factorises, at most `tries` times.
+
+    Args:
+        lik: the FFLUXLikelihood.
+        starts: [B, P] log parameters (the first D are log theta; a learned log nugget is left alone).
+        upper: [P] or [B, P] upper bounds: a raised log theta stops there.
+        member_group: [B] data group of each member, or None.
+        tries: at most this many x10 raises.
+
+    Returns:
+        [B, P] a copy of starts, with the infeasible members' log theta raised by a multiple of log(10).
+
+    Example:
+        >>> import math, torch
+        >>> from tlgp_torch.training.multistart import feasible_starts, make_likelihood
+        >>> from tlgp_torch.training.settings import FitSettings
+        >>> phi = torch.linspace(-math.pi, math.pi, 40, dtype=torch.float64)[:-1]       # the whole circle
+        >>> x = torch.stack([phi, torch.rand(39, dtype=torch.float64, generator=torch.Generator().manual_seed(1))], -1)
+        >>> lik = make_likelihood(FitSettings(), x, torch.sin(phi), torch.tensor([True, False]))
+        >>> starts = torch.tensor([[-6.0, 0.0], [1.0, 0.0]], dtype=torch.float64)        # log theta
+        >>> lik(starts, grad=False).failed.tolist()   # wrapped kernel at theta = e^-6: eigenvalue -0.04 << -1e-6
+        [True, False]
+        >>> fixed = feasible_starts(lik, starts, torch.full((2,), 10.0, dtype=torch.float64))
+        >>> ((fixed - starts) / math.log(10)).round().tolist()       # raised x10 three times; the other untouched
+        [[3.0, 3.0], [0.0, 0.0]]
+        >>> lik(fixed, grad=False).failed.tolist()
+        [False, False]
+    """
     log_params = starts.clone()
     d = lik.d
     upper = upper.expand_as(log_params)

@@ -1,4 +1,23 @@
-"""Training data as tensors: an AtomDataset or (x, y) tuple on the trainers' device and dtype, checked."""
+"""Training data as tensors: an AtomDataset or (x, y) tuple on the trainers' device and dtype, checked.
+
+`prepare` turns one task into (x [N, D], y [N], cyclic [D] or None, name) in FitSettings.dtype on
+FitSettings.device, and raises ValueError for data no GP can be fitted to (NaN, constant y, identical points);
+`prepare_tasks` stacks tasks of equal N and D into one batched problem x [B, N, D], y [B, N].
+
+Example:
+    >>> import torch
+    >>> from tlgp_torch.training.prepare import prepare_tasks
+    >>> from tlgp_torch.training.settings import FitSettings
+    >>> x = torch.tensor([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]])          # float32 in, float64 out
+    >>> y = torch.tensor([1.0, 2.0, 4.0])
+    >>> xs, ys, cyclic, names = prepare_tasks(FitSettings(device="cpu"), [((x, y), "E"), ((x, 2 * y), "E2")])
+    >>> xs.shape, ys.shape, ys.dtype, cyclic, names
+    (torch.Size([2, 3, 2]), torch.Size([2, 3]), torch.float64, None, ['E', 'E2'])
+    >>> prepare_tasks(FitSettings(device="cpu"), [((x, torch.ones(3)), "q00")])
+    Traceback (most recent call last):
+    ...
+    ValueError: property 'q00' is constant (1.0 at all 3 points): there is nothing for a GP to learn ...
+"""
 from __future__ import annotations
 
 import warnings

@@ -48,6 +48,22 @@ class FitSettings:
         user_path: for a user's gpytorch model: "auto" (the analytic fast path where the model is
             ScaleKernel(ARD RBF / CyclicRBF) + ConstantMean + GaussianLikelihood without priors, else the generic
             path through gpytorch's mll), "fast" (error if the model does not qualify) or "generic".
+
+    Raises:
+        ValueError: naming the field (convention, likelihood, optimizer, user_path, mean) whose value is not one
+            of the accepted ones, or the gpytorch convention with likelihood="marginal".
+
+    Example:
+        >>> from tlgp_torch.training import FitSettings
+        >>> s = FitSettings(convention="gpytorch", device="cpu")
+        >>> s.mean_rule, s.learn_nugget, s.dtype
+        ('gls', True, torch.float64)
+        >>> FitSettings(likelihood="marginal").mean_rule     # the marginal likelihood keeps the training mean
+        'train'
+        >>> FitSettings(optimizer="sgd")
+        Traceback (most recent call last):
+        ...
+        ValueError: optimizer must be one of ('lbfgs', 'adam'), got 'sgd'
     """
 
     convention: str = "fflux"            # "fflux": fixed nugget; "gpytorch": learned nugget = noise / outputscale

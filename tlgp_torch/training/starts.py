@@ -1,4 +1,25 @@
-"""Random initial hyperparameters for direct learning, scaled to each feature's spread."""
+"""Random initial hyperparameters for direct learning, scaled to each feature's spread.
+
+A feature's spread s_d is defined by s_d^2 = E[delta_d^2] / 2 over random pairs of training points, so that
+theta_d = 1 / (2 s_d^2) puts a typical pair's exponent theta_d delta_d^2 at 1. Starts and bounds are written in
+the dimensionless 2 theta_d s_d^2, hence do not depend on the features' units (bohr, radians).
+
+Example:
+    >>> import torch
+    >>> from tlgp_torch.training.starts import feature_spread, log_theta_bounds, random_log_theta
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> x = torch.rand(50, 1, dtype=torch.float64, generator=gen) * torch.tensor([1.0, 10.0], dtype=torch.float64)
+    >>> s = feature_spread(x)                          # [D]; the second feature is 10x wider
+    >>> torch.allclose(s[1], 10 * s[0])                # the same pairs for both features: exact up to rounding
+    True
+    >>> log_theta = random_log_theta(s, 4, gen)        # [4, D]: 2 theta s^2 log-uniform in [1e-3, 1] x min(1, 3/D)
+    >>> z = 2 * log_theta.exp() * s ** 2
+    >>> log_theta.shape, bool(((z >= 1e-3) & (z <= 1.0)).all())
+    (torch.Size([4, 2]), True)
+    >>> lo, hi = log_theta_bounds(s)                   # the optimiser's box: 2 theta s^2 in [1e-8, 1e3]
+    >>> bool(((log_theta > lo) & (log_theta < hi)).all())
+    True
+"""
 from __future__ import annotations
 
 import math

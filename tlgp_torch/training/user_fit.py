@@ -14,6 +14,17 @@ TypeError that lists them. A user model (ExactGP or ExactMarginalLogLikelihood) 
 
 The path taken is logged (logger "tlgp_torch.training.user_fit", INFO) and recorded in result.info["path"]
 ("fast", "fast+generic" after a clamped write-back, "generic"), with the reason in result.info["path_reason"].
+
+Example:
+    >>> import torch
+    >>> from tlgp_torch.training.user_fit import check_fit_arguments
+    >>> x = torch.rand(10, 2, dtype=torch.float64)
+    >>> check_fit_arguments((x, x.sum(-1)), None)        # one (x, y) tuple: accepted, returns None
+    >>> check_fit_arguments(x, x.sum(-1))                # two tensors: refused, with the accepted forms
+    Traceback (most recent call last):
+    ...
+    TypeError: fit(x, y) with two tensors is not accepted: pass one tuple, fit((x, y)). Accepted forms:
+      - fit(dataset) or fit(dataset, prop): ...
 """
 from __future__ import annotations
 
