@@ -119,7 +119,7 @@ def scaled_sq_dist(
 
 
 def direct_sq_dist(x1: torch.Tensor, x2: torch.Tensor, theta: torch.Tensor,
-                   cyclic: Optional[torch.Tensor] = None) -> torch.Tensor:
+                   cyclic: Optional[torch.Tensor] = None) -> torch.Tensor:  # noqa: UP045 (TorchScript)
     """sum_d theta_d delta_d^2 by direct differences delta = x1_i - x2_j, wrapped into [-pi, pi] where cyclic.
 
     The order FFLUX evaluates its models in, with no |a|^2 + |b|^2 - 2 a.b cancellation: the reference form for

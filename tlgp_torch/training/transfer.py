@@ -102,7 +102,8 @@ class TransferTrainer(FitSettings):
     def __post_init__(self):
         super().__post_init__()
         if self.n_sources < 1 or self.source_restarts < 1:
-            raise ValueError(f"n_sources and source_restarts must be >= 1, got {self.n_sources}, {self.source_restarts}")
+            raise ValueError(f"n_sources and source_restarts must be >= 1, got {self.n_sources}, "
+                             f"{self.source_restarts}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         if self.relax_seeds < 1 or self.halving_iters < 1:
@@ -112,8 +113,9 @@ class TransferTrainer(FitSettings):
         if bad or "lengthscale" not in self.transfer:
             raise ValueError(f"transfer must include 'lengthscale' and only {TRANSFERABLE} (outputscale and mean are "
                              f"profiled out of the concentrated likelihood); got {self.transfer}")
-        if isinstance(self.source_size, bool) or not isinstance(self.source_size, (int, float)) or self.source_size <= 0 \
-                or (isinstance(self.source_size, float) and self.source_size > 1):
+        size = self.source_size
+        if isinstance(size, bool) or not isinstance(size, (int, float)) or size <= 0 \
+                or (isinstance(size, float) and size > 1):
             raise ValueError(f"source_size must be a point count (int) or a fraction in (0, 1] (float), "
                              f"got {self.source_size!r}")
 
