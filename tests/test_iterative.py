@@ -37,7 +37,6 @@ def methanol(fflux_dir):
             read_ichor_csv(fflux_dir / "METHANOL_C1_VALIDATION_SET.csv", ["iqa"]))
 
 
-@pytest.mark.numerics
 def test_iterative_relaxation_matches_the_exact_path(methanol, monkeypatch):
     """Auto-switched (exact path over budget) iterative TL optimises the exact path's objective at the iterative
     nugget floor: its result's exact ll is within 0.1 % and its validation MAE within 5 % of the exact path's at
