@@ -46,8 +46,8 @@ class OptimResult:
         converged: bool [B]: stopped by the stopping rule, not by max_iter.
         reason: why each member stopped: "converged", "gradient small", "max_iter", "line search failed" or
             "infeasible start".
-        memory: L-BFGS curvature pairs (S [B, m, P], Y [B, m, P], valid [B, m]) to warm-start a related problem
-            (batched_lbfgs's `memory`), or None.
+        curvature: L-BFGS curvature pairs (S [B, m, P], Y [B, m, P], valid [B, m]) to warm-start a related problem
+            (batched_lbfgs's `curvature`), or None.
 
     Example:
         >>> import torch

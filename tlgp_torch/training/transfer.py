@@ -165,48 +165,48 @@ class TransferTrainer(FitSettings):
             lik_s = make_likelihood(self, x[rows, subsets].reshape(B * K, m, d), y[rows, subsets].reshape(B * K, m),
                                     cyclic)
             group = torch.arange(B * K, device=device).repeat_interleave(r)
-            u0 = torch.cat([initial_parameters(self, spreads[b], K * r, gens[b]) for b in range(B)])
+            starts = torch.cat([initial_parameters(self, spreads[b], K * r, gens[b]) for b in range(B)])
             lo = torch.cat([lb.expand(K * r, -1) for lb, _ in bounds])
             hi = torch.cat([ub.expand(K * r, -1) for _, ub in bounds])
-            src = optimise(self, lik_s, u0, self.source_stop, lo, hi, member_group=group, history=history,
+            sources = optimise(self, lik_s, starts, self.source_stop, lo, hi, member_group=group, history=history,
                            stage="sources")
         with timed(times, "selection", device):
-            f = src.f.reshape(B, K, r)
+            f = sources.f.reshape(B, K, r)
             best_r = f.argmin(2)                                                     # [B, K]
             members = (torch.arange(B * K, device=device) * r + best_r.reshape(-1))  # best restart of each source
-            u_src = src.x[members]                                                   # [B*K, P]
+            source_optima = sources.x[members]                                                   # [B*K, P]
             if self.selection == "likelihood":
                 score = f.min(2).values                                              # -ll / m
             else:
-                score = self._holdout_mae(x, y, cyclic, subsets, lik_s, u_src).reshape(B, K)
+                score = self._holdout_mae(x, y, cyclic, subsets, lik_s, source_optima).reshape(B, K)
             score = torch.where(torch.isfinite(f.min(2).values), score, torch.full_like(score, math.inf))
             k_best = score.argmin(1)                                                 # [B]
         with timed(times, "transfer", device):
             chosen = torch.arange(B, device=device) * K + k_best                     # source index in B*K
-            u_seed = torch.cat([initial_parameters(self, spreads[b], 1, gens[b]) for b in range(B)])
-            u_seed[:, :d] = u_src[chosen, :d]
+            seeds = torch.cat([initial_parameters(self, spreads[b], 1, gens[b]) for b in range(B)])
+            seeds[:, :d] = source_optima[chosen, :d]
             if self.revive_floor is not None:
                 # a small source can switch a weakly relevant feature off (theta -> 0), where the log-theta
                 # gradient vanishes and the relaxation cannot switch it back on: lift such features to a floor
                 floor = torch.stack([-(2.0 * sp.pow(2)).log() + math.log(self.revive_floor) for sp in spreads])
-                u_seed[:, :d] = torch.maximum(u_seed[:, :d], floor)
+                seeds[:, :d] = torch.maximum(seeds[:, :d], floor)
             if self.learn_nugget and "noise" in self.transfer:
-                u_seed[:, -1] = u_src[chosen, -1]
+                seeds[:, -1] = source_optima[chosen, -1]
             curvature = None
-            if self.transfer_curvature and src.curvature is not None:
+            if self.transfer_curvature and sources.curvature is not None:
                 # f = -ll / n is per point, so the source's curvature pairs approximate the target's
-                curvature = tuple(t[members[chosen]] for t in src.curvature)
+                curvature = tuple(t[members[chosen]] for t in sources.curvature)
             no_source = ~torch.isfinite(score.min(1).values)
             if bool(no_source.any()):  # every source failed: relax from a fresh random start instead
-                u_seed[no_source] = torch.cat([initial_parameters(self, spreads[b], 1, generator(self.seed + 1))
+                seeds[no_source] = torch.cat([initial_parameters(self, spreads[b], 1, generator(self.seed + 1))
                                                for b in torch.nonzero(no_source).flatten().tolist()])
-            cands, cand_curv = self._candidates(u_seed, u_src, members, k_best, src.curvature, bounds, spreads,
-                                                no_source)
+            cands, cand_curv = self._candidates(seeds, source_optima, members, k_best, sources.curvature, bounds,
+                                                spreads, no_source)
         path = choose_relax_path(self.relax_path, n, device, self.memory_fraction)
         if path == "iterative":
-            return self._relax_iterative(x, y, cyclic, names, u_seed, times=times, history=history, src=src, m=m, K=K,
-                                         r=r, k_best=k_best, score=score, f=f, no_source=no_source, device=device,
-                                         bounds=bounds, curvature=curvature)
+            return self._relax_iterative(x, y, cyclic, names, seeds, times=times, history=history, sources=sources,
+                                         m=m, K=K, r=r, k_best=k_best, score=score, f=f, no_source=no_source,
+                                         device=device, bounds=bounds, curvature=curvature)
         with timed(times, "relaxation", device):
             lik = make_likelihood(self, x, y, cyclic)
             rel = relax_candidates(self, lik, cands, torch.stack([lb for lb, _ in bounds]),
@@ -215,51 +215,51 @@ class TransferTrainer(FitSettings):
                                    optimizer=self.relax_optimizer)
         with timed(times, "evaluation", device):
             states = final_states(self, lik, rel.x)
-        src_evals = src.n_evals.reshape(B, K * r).sum(1)
+        source_evals = sources.n_evals.reshape(B, K * r).sum(1)
         infos = [TransferInfo(source_size=m, n_sources=K, source_restarts=r, selected_source=int(k_best[b]),
                               source_scores=score[b].tolist(), source_ll=(-f[b] * m).tolist(),
-                              source_iters=src.n_iter.reshape(B, K * r)[b].tolist(), relax_iters=int(rel.n_iter[b]),
+                              source_iters=sources.n_iter.reshape(B, K * r)[b].tolist(), relax_iters=int(rel.n_iter[b]),
                               relax_reason=rel.reason[b], no_source=bool(no_source[b]), relax_path="exact",
                               seed_ll=rel.screened_ll[b].tolist(), seeds_relaxed=rel.relaxed[b],
                               seed_kept=rel.kept[b])
                  for b in range(B)]
         return build_results(self, "TL", states, x, y, cyclic, names, -rel.f * n, times, rel.n_evals.tolist(),
-                             history, infos, n_source_evals=src_evals.tolist(), source_size=[m] * B)
+                             history, infos, n_source_evals=source_evals.tolist(), source_size=[m] * B)
 
-    def _candidates(self, u_seed, u_src, members, k_best, src_curvature, bounds, spreads, no_source):
+    def _candidates(self, seeds, source_optima, members, k_best, source_curvature, bounds, spreads, no_source):
         """Seeds for the relaxation, [B, C, P]: the transferred seed, the same with every log theta + each shift
         (a fit on m < N points tends to longer lengthscales than the full set supports), and the other sources'
         best restarts (floored like the seed); with each one's source curvature pairs ([B, C, ...]) or None."""
-        B, P = u_seed.shape
-        K = u_src.shape[0] // B
+        B, P = seeds.shape
+        K = source_optima.shape[0] // B
         d = spreads[0].numel()
         lo = torch.stack([lb for lb, _ in bounds])
         hi = torch.stack([ub for _, ub in bounds])
-        cands, origin = [u_seed], [k_best]
+        cands, origin = [seeds], [k_best]
         for shift in self.seed_shifts:
-            shifted = u_seed.clone()
+            shifted = seeds.clone()
             shifted[:, :d] = torch.minimum(torch.maximum(shifted[:, :d] + shift, lo[:, :d]), hi[:, :d])
             cands.append(shifted)
             origin.append(k_best)
         for j in range(1, K):
             k = (k_best + j) % K                                                     # the other sources, in order
-            other = u_seed.clone()
-            other[:, :d] = u_src[torch.arange(B, device=u_seed.device) * K + k, :d]
+            other = seeds.clone()
+            other[:, :d] = source_optima[torch.arange(B, device=seeds.device) * K + k, :d]
             if self.revive_floor is not None:
                 floor = torch.stack([-(2.0 * sp.pow(2)).log() + math.log(self.revive_floor) for sp in spreads])
                 other[:, :d] = torch.maximum(other[:, :d], floor)
             if self.learn_nugget and "noise" in self.transfer:
-                other[:, -1] = u_src[torch.arange(B, device=u_seed.device) * K + k, -1]
-            cands.append(torch.where(no_source[:, None], u_seed, other))
+                other[:, -1] = source_optima[torch.arange(B, device=seeds.device) * K + k, -1]
+            cands.append(torch.where(no_source[:, None], seeds, other))
             origin.append(k)
         out = torch.stack(cands, 1)                                                  # [B, C, P]
-        if not self.transfer_curvature or src_curvature is None:
+        if not self.transfer_curvature or source_curvature is None:
             return out, None
         rows = members.reshape(B, K)
-        idx = torch.stack([rows[torch.arange(B, device=u_seed.device), k] for k in origin], 1)  # [B, C]
-        return out, tuple(t[idx] for t in src_curvature)
+        idx = torch.stack([rows[torch.arange(B, device=seeds.device), k] for k in origin], 1)  # [B, C]
+        return out, tuple(t[idx] for t in source_curvature)
 
-    def _relax_iterative(self, x, y, cyclic, names, u_seed, *, times, history, src, m, K, r, k_best, score, f,
+    def _relax_iterative(self, x, y, cyclic, names, seeds, *, times, history, sources, m, K, r, k_best, score, f,
                          no_source, device, bounds, curvature) -> list[TrainResult]:
         """Relax each task on gpytorch's iterative path (no n x n Cholesky); likelihoods are CG/Lanczos estimates.
 
@@ -272,15 +272,15 @@ class TransferTrainer(FitSettings):
         states, outs = [], []
         with timed(times, "relaxation", device):
             for b in range(B):
-                nugget = float(u_seed[b, -1].exp()) if self.learn_nugget else self.nugget
+                nugget = float(seeds[b, -1].exp()) if self.learn_nugget else self.nugget
                 pairs = None if curvature is None or self.learn_nugget else tuple(t[b:b + 1] for t in curvature)
-                out = relax_iterative(x[b], y[b], cyclic, u_seed[b, :d].exp(), nugget, self.iterative,
+                out = relax_iterative(x[b], y[b], cyclic, seeds[b, :d].exp(), nugget, self.iterative,
                                       lower=bounds[b][0][:d], upper=bounds[b][1][:d], curvature=pairs, history=history,
                                       memory_fraction=self.memory_fraction)
                 outs.append(out)
                 states.append(FinalState(theta=out.theta, nugget=out.nugget, mean=out.mean, sigma2=out.sigma2,
                                          ll_concentrated=out.ll_concentrated_estimate, ll_marginal=math.nan))
-        src_evals = src.n_evals.reshape(B, K * r).sum(1)
+        source_evals = sources.n_evals.reshape(B, K * r).sum(1)
         infos = [TransferInfo(source_size=m, n_sources=K, source_restarts=r, selected_source=int(k_best[b]),
                               source_scores=score[b].tolist(), source_ll=(-f[b] * m).tolist(),
                               relax_iters=outs[b].steps, relax_reason=outs[b].reason, no_source=bool(no_source[b]),
@@ -289,17 +289,17 @@ class TransferTrainer(FitSettings):
                  for b in range(B)]
         ll = torch.tensor([o.ll_concentrated_estimate for o in outs], dtype=x.dtype)
         results = build_results(self, "TL", states, x, y, cyclic, names, ll, times, [o.evals for o in outs],
-                                history, infos, n_source_evals=src_evals.tolist(), source_size=[m] * B)
+                                history, infos, n_source_evals=source_evals.tolist(), source_size=[m] * B)
         for res, out in zip(results, outs):
             res.__dict__["weights"] = out.weights  # CG solve: no n x n factorisation later either
         return results
 
-    def _holdout_mae(self, x, y, cyclic, subsets, lik_s, u_src) -> torch.Tensor:
+    def _holdout_mae(self, x, y, cyclic, subsets, lik_s, source_optima) -> torch.Tensor:
         """MAE of each source (tasks x sources, flattened) on its task's training points outside its subset."""
         B, K, m = subsets.shape
         d = x.shape[-1]
-        ev = lik_s(u_src, member_group=torch.arange(u_src.shape[0], device=x.device), grad=False)
-        theta = u_src[:, :d].exp()
+        ev = lik_s(source_optima, member_group=torch.arange(source_optima.shape[0], device=x.device), grad=False)
+        theta = source_optima[:, :d].exp()
         out = []
         for j in range(B * K):
             b, idx = j // K, subsets[j // K, j % K]
