@@ -101,7 +101,7 @@ def test_the_documented_defaults_are_the_trainers_defaults(tmp_path):
                     tl=lines("train [train.tl]"), source_stop=lines("train [train.tl.source_stop]"),
                     iterative=lines("train [train.tl.iterative]"))
     path = tmp_path / "defaults.toml"
-    path.write_text(text.replace('"auto"\n[train.stop]', '"cpu"\n[train.stop]'), encoding="utf-8")
+    path.write_text(text.replace('device = "auto"\n', 'device = "cpu"\n'), encoding="utf-8")
     # device "auto" would pick a GPU where there is one; the comparison below is about every other key
     cfg = load_config(path)
     assert cfg.transfer_trainer() == TransferTrainer(device=cfg.transfer_trainer().device)

@@ -33,6 +33,7 @@ MODULES = [
     "tlgp_torch.io.ichor_csv",
     "tlgp_torch.io.ferebus_model",
     "tlgp_torch.io.checkpoint",
+    "tlgp_torch.io.toy",
     "tlgp_torch.optim.lbfgs",
     "tlgp_torch.optim.adam",
     "tlgp_torch.optim.stopping",

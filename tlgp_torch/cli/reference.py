@@ -13,10 +13,10 @@ Example:
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 
 from tlgp_torch.cli.main import build_parser
+from tlgp_torch.config.reference import write_page
 
 __all__ = ["REGENERATE", "cli_markdown"]
 
@@ -78,16 +78,7 @@ def cli_markdown() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write docs/cli.md to --out (default: print it)."""
-    cli = argparse.ArgumentParser(prog="python -m tlgp_torch.cli.reference", description=__doc__.split("\n")[0])
-    cli.add_argument("--out", type=pathlib.Path, help="file to write (e.g. docs/cli.md)")
-    args = cli.parse_args(argv)
-    text = cli_markdown()
-    if args.out is None:
-        sys.stdout.write(text)
-    else:
-        args.out.write_text(text, encoding="utf-8")
-        print(f"wrote {args.out}", file=sys.stderr)
-    return 0
+    return write_page(cli_markdown, "python -m tlgp_torch.cli.reference", __doc__.split("\n")[0], "docs/cli.md", argv)
 
 
 if __name__ == "__main__":

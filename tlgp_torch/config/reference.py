@@ -40,7 +40,7 @@ import textwrap
 import tokenize
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from tlgp_torch.config.experiment import DL_KEYS, MODEL_KEYS, TL_KEYS, TRAIN_KEYS, Config, DataConfig, TrainConfig
 from tlgp_torch.config.toml import type_name
@@ -299,18 +299,45 @@ def configuration_markdown() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Write docs/configuration.md to --out (default: print it)."""
-    parser = argparse.ArgumentParser(prog="python -m tlgp_torch.config.reference", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=pathlib.Path, help="file to write (e.g. docs/configuration.md)")
+def write_page(generate: Callable[[], str], prog: str, description: str, page: str,
+               argv: list[str] | None = None) -> int:
+    """The command line of a generated docs page: write generate() to --out (default: print it).
+
+    Args:
+        generate: returns the page's markdown.
+        prog: the command's name in its help (e.g. "python -m tlgp_torch.config.reference").
+        description: one line for --help.
+        page: the page's usual path, named in --help (e.g. "docs/configuration.md").
+        argv: arguments (None: sys.argv[1:]).
+
+    Returns:
+        0 (the exit status).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     out = pathlib.Path(tmp) / "page.md"
+        ...     status = write_page(lambda: "# page\n", "demo", "a page", "docs/page.md", ["--out", str(out)])
+        ...     text = out.read_text()
+        >>> status, text
+        (0, '# page\n')
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--out", type=pathlib.Path, help=f"file to write (e.g. {page})")
     args = parser.parse_args(argv)
-    text = configuration_markdown()
+    text = generate()
     if args.out is None:
         sys.stdout.write(text)
     else:
         args.out.write_text(text, encoding="utf-8")
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write docs/configuration.md to --out (default: print it)."""
+    return write_page(configuration_markdown, "python -m tlgp_torch.config.reference", __doc__.split("\n")[0],
+                      "docs/configuration.md", argv)
 
 
 if __name__ == "__main__":

@@ -33,16 +33,8 @@ class FFLUXCalculator(_calculator.Calculator):
 
     Example:
         >>> import torch
-        >>> from tlgp_torch.io import FerebusModel
-        >>> gen = torch.Generator().manual_seed(0)
-        >>> def model(atom, prop, alf):                   # a small stand-in for a trained water model
-        ...     return FerebusModel(system="WATER", atom=atom, property=prop, alf=alf, n_atoms=3,
-        ...                         kernel_type="rbf-cyclic", theta=torch.ones(3, dtype=torch.float64), mean=-0.5,
-        ...                         x=1.8 + torch.rand(5, 3, dtype=torch.float64, generator=gen),
-        ...                         y=torch.zeros(5, dtype=torch.float64),
-        ...                         weights=0.01 * torch.randn(5, dtype=torch.float64, generator=gen))
-        >>> models = [model(atom, prop, alf) for atom, alf in (("O1", (1, 2, 3)), ("H2", (2, 1, 3)), ("H3", (3, 1, 2)))
-        ...           for prop in ("iqa", "q00")]
+        >>> from tlgp_torch.io.toy import water_stand_in_models
+        >>> models = water_stand_in_models()          # O1, H2, H3 x (iqa, q00): small stand-ins
         >>> positions = torch.tensor([[[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]]],
         ...                          dtype=torch.float64)    # [F=1, N=3, 3] angstrom: O, H, H
         >>> from ase import Atoms

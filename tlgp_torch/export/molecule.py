@@ -56,16 +56,8 @@ def check_fflux_molecule(models: Sequence[FerebusModel]) -> None:
 
     Example:
         >>> import torch
-        >>> from tlgp_torch.io import FerebusModel
-        >>> gen = torch.Generator().manual_seed(0)
-        >>> def model(atom, prop, alf):                   # a small stand-in for a trained water model
-        ...     return FerebusModel(system="WATER", atom=atom, property=prop, alf=alf, n_atoms=3,
-        ...                         kernel_type="rbf-cyclic", theta=torch.ones(3, dtype=torch.float64), mean=-0.5,
-        ...                         x=1.8 + torch.rand(5, 3, dtype=torch.float64, generator=gen),
-        ...                         y=torch.zeros(5, dtype=torch.float64),
-        ...                         weights=0.01 * torch.randn(5, dtype=torch.float64, generator=gen))
-        >>> models = [model(atom, prop, alf) for atom, alf in (("O1", (1, 2, 3)), ("H2", (2, 1, 3)), ("H3", (3, 1, 2)))
-        ...           for prop in ("iqa", "q00")]
+        >>> from tlgp_torch.io.toy import water_stand_in_models
+        >>> models = water_stand_in_models()          # O1, H2, H3 x (iqa, q00): small stand-ins
         >>> from tlgp_torch.export import check_fflux_molecule
         >>> check_fflux_molecule(models)                  # complete: no error
         >>> check_fflux_molecule(models[:-1])
@@ -130,16 +122,8 @@ def export_molecule(models: Sequence[FerebusModel], dest: pathlib.Path, formats:
 
     Example:
         >>> import torch
-        >>> from tlgp_torch.io import FerebusModel
-        >>> gen = torch.Generator().manual_seed(0)
-        >>> def model(atom, prop, alf):                   # a small stand-in for a trained water model
-        ...     return FerebusModel(system="WATER", atom=atom, property=prop, alf=alf, n_atoms=3,
-        ...                         kernel_type="rbf-cyclic", theta=torch.ones(3, dtype=torch.float64), mean=-0.5,
-        ...                         x=1.8 + torch.rand(5, 3, dtype=torch.float64, generator=gen),
-        ...                         y=torch.zeros(5, dtype=torch.float64),
-        ...                         weights=0.01 * torch.randn(5, dtype=torch.float64, generator=gen))
-        >>> models = [model(atom, prop, alf) for atom, alf in (("O1", (1, 2, 3)), ("H2", (2, 1, 3)), ("H3", (3, 1, 2)))
-        ...           for prop in ("iqa", "q00")]
+        >>> from tlgp_torch.io.toy import water_stand_in_models
+        >>> models = water_stand_in_models()          # O1, H2, H3 x (iqa, q00): small stand-ins
         >>> import pathlib, tempfile
         >>> from tlgp_torch.export import export_molecule
         >>> with tempfile.TemporaryDirectory() as tmp:

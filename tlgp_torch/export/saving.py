@@ -39,16 +39,8 @@ def potential_metadata(potential: FFLUXPotential, program: str = "forward") -> d
 
     Example:
         >>> import torch
-        >>> from tlgp_torch.io import FerebusModel
-        >>> gen = torch.Generator().manual_seed(0)
-        >>> def model(atom, prop, alf):                   # a small stand-in for a trained water model
-        ...     return FerebusModel(system="WATER", atom=atom, property=prop, alf=alf, n_atoms=3,
-        ...                         kernel_type="rbf-cyclic", theta=torch.ones(3, dtype=torch.float64), mean=-0.5,
-        ...                         x=1.8 + torch.rand(5, 3, dtype=torch.float64, generator=gen),
-        ...                         y=torch.zeros(5, dtype=torch.float64),
-        ...                         weights=0.01 * torch.randn(5, dtype=torch.float64, generator=gen))
-        >>> models = [model(atom, prop, alf) for atom, alf in (("O1", (1, 2, 3)), ("H2", (2, 1, 3)), ("H3", (3, 1, 2)))
-        ...           for prop in ("iqa", "q00")]
+        >>> from tlgp_torch.io.toy import water_stand_in_models
+        >>> models = water_stand_in_models()          # O1, H2, H3 x (iqa, q00): small stand-ins
         >>> from tlgp_torch.export import FFLUXPotential
         >>> from tlgp_torch.export.saving import potential_metadata
         >>> meta = potential_metadata(FFLUXPotential(models))
@@ -83,16 +75,8 @@ def save_potential(potential: FFLUXPotential, path: str | os.PathLike, program: 
 
     Example:
         >>> import torch
-        >>> from tlgp_torch.io import FerebusModel
-        >>> gen = torch.Generator().manual_seed(0)
-        >>> def model(atom, prop, alf):                   # a small stand-in for a trained water model
-        ...     return FerebusModel(system="WATER", atom=atom, property=prop, alf=alf, n_atoms=3,
-        ...                         kernel_type="rbf-cyclic", theta=torch.ones(3, dtype=torch.float64), mean=-0.5,
-        ...                         x=1.8 + torch.rand(5, 3, dtype=torch.float64, generator=gen),
-        ...                         y=torch.zeros(5, dtype=torch.float64),
-        ...                         weights=0.01 * torch.randn(5, dtype=torch.float64, generator=gen))
-        >>> models = [model(atom, prop, alf) for atom, alf in (("O1", (1, 2, 3)), ("H2", (2, 1, 3)), ("H3", (3, 1, 2)))
-        ...           for prop in ("iqa", "q00")]
+        >>> from tlgp_torch.io.toy import water_stand_in_models
+        >>> models = water_stand_in_models()          # O1, H2, H3 x (iqa, q00): small stand-ins
         >>> import pathlib, tempfile
         >>> from tlgp_torch.export import FFLUXPotential, load_potential, save_potential
         >>> positions = torch.tensor([[[0.0, 0.0, 0.117], [0.0, 0.757, -0.469], [0.0, -0.757, -0.469]]],
