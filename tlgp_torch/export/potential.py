@@ -199,8 +199,10 @@ class FFLUXPotential(nn.Module):
         return torch.stack(out, dim=1)
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(total energy [F], atomic energies [F, N], charges [F, N]) at positions [F, N, 3]."""
-        """Fast path, differentiable by autograd (forces: `evaluate` / `energy_and_forces` are faster)."""
+        """(total energy [F], atomic energies [F, N], charges [F, N]) at positions [F, N, 3].
+
+        The fast path, differentiable by autograd (for forces `evaluate` / `energy_and_forces` are faster).
+        """
         if not self.complete:
             raise RuntimeError("this potential lacks energy models of some atoms: use predict_features")
         q = self.features(positions).transpose(0, 1)  # [A, F, D]
