@@ -139,4 +139,6 @@ def test_readme_commands_on_a_fresh_clone(tmp_path):
     print("README blocks, wall s by line: " + ", ".join(f"{line}: {s:.1f}" for line, s in times))
     export = clone / "runs" / "quickstart" / "ETHANOL" / "export" / "ETHANOL"
     assert (export / "ETHANOL.pt").is_file() and (export / "manifest.json").is_file()
-    assert len(list(export.glob("ETHANOL_energy_*.model"))) == 9
+    models = sorted(export.glob("ETHANOL_iqa_*.model"))   # --fflux-energy energy: GFN2 energies under FFLUX's name
+    assert len(models) == 9 and not list(export.glob("ETHANOL_energy_*.model"))
+    assert "true_property = energy" in models[0].read_text()
