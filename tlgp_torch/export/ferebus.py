@@ -89,15 +89,9 @@ def map_fflux_energy(models: Sequence[FerebusModel], label: str | None) -> list[
         ValueError: naming `label` when no model has that property, or when the set already has iqa models.
 
     Example:
-        >>> import torch
-        >>> from tlgp_torch.io import FerebusModel
-        >>> def model(prop):                               # a small stand-in for a trained GFN2 water O1 model
-        ...     return FerebusModel(system="WATER", atom="O1", property=prop, alf=(1, 2, 3), n_atoms=3,
-        ...                         kernel_type="rbf-cyclic", theta=torch.ones(3, dtype=torch.float64), mean=-0.5,
-        ...                         x=torch.rand(4, 3, dtype=torch.float64), y=torch.zeros(4, dtype=torch.float64),
-        ...                         weights=torch.zeros(4, dtype=torch.float64))
-        >>> mapped = map_fflux_energy([model("energy"), model("q00")], "energy")
-        >>> [m.property for m in mapped], mapped[0].metadata["true_property"]
+        >>> from tlgp_torch.io.toy import water_stand_in_models
+        >>> mapped = map_fflux_energy(water_stand_in_models(properties=("energy", "q00")), "energy")
+        >>> [m.property for m in mapped[:2]], mapped[0].metadata["true_property"]
         (['iqa', 'q00'], 'energy')
     """
     models = list(models)
@@ -123,16 +117,10 @@ def write_fflux_model(model: FerebusModel, folder: str | os.PathLike) -> pathlib
     `tlgp export`.
 
     Example:
-        >>> import torch
-        >>> from tlgp_torch.io import FerebusModel
-        >>> def model(prop):                               # a small stand-in for a trained GFN2 water O1 model
-        ...     return FerebusModel(system="WATER", atom="O1", property=prop, alf=(1, 2, 3), n_atoms=3,
-        ...                         kernel_type="rbf-cyclic", theta=torch.ones(3, dtype=torch.float64), mean=-0.5,
-        ...                         x=torch.rand(4, 3, dtype=torch.float64), y=torch.zeros(4, dtype=torch.float64),
-        ...                         weights=torch.zeros(4, dtype=torch.float64))
         >>> import tempfile
+        >>> from tlgp_torch.io.toy import water_stand_in_models
         >>> with tempfile.TemporaryDirectory() as tmp:
-        ...     path = write_fflux_model(model("iqa"), tmp)
+        ...     path = write_fflux_model(water_stand_in_models(properties=("iqa",))[0], tmp)
         ...     lines = path.read_text().splitlines()
         >>> path.name, lines[-1]
         ('WATER_iqa_O1.model', '# end')
