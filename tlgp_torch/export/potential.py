@@ -7,7 +7,13 @@ import torch
 from torch import nn
 
 from tlgp_torch.data.dataset import cyclic_feature_mask
-from tlgp_torch.features.alf_features import frame_features, frame_features_vjp, non_frame_atoms
+from tlgp_torch.features.alf_features import (
+    frame_features,
+    frame_geometry,
+    geometry_features,
+    geometry_vjp,
+    non_frame_atoms,
+)
 from tlgp_torch.features.elements import parse_atom_name
 from tlgp_torch.io.ferebus_model import FerebusModel
 from tlgp_torch.kernels.evaluation import kernel_sums, kernel_sums_and_grad, matmul_layout, matmul_rounding
@@ -32,7 +38,7 @@ class FFLUXPotential(nn.Module):
     the models of one property (all atoms: A models, zero-padded to the largest N) into batched tensors:
     distances by one batched matmul of centred, theta-scaled features, and forces
     F = -sum_a J_a^T dE_a/dx_a, with dE/dx = sum_m w_m k_m (-2 theta (x - x_m)) from a second matmul and
-    J_a^T g from frame_features_vjp (no autograd graph). Charges (q00) only where asked (`evaluate`) or in
+    J_a^T g from geometry_vjp (no autograd graph). Charges (q00) only where asked (`evaluate`) or in
     forward. predict_features keeps the broadcast formula as the reference.
 
     Everything is a buffer, so the module holds no gpytorch objects and exports by torch.jit.script and
@@ -146,6 +152,7 @@ class FFLUXPotential(nn.Module):
         self.register_buffer("cyc", lay.pop("cyc"))
         rounding = matmul_rounding(lay["xs_sq"], (prefactor.unsqueeze(-1) * w).flatten(0, 1), mean.flatten())
         self.exact = [bool(r.max() > EXACT_BELOW) for r in rounding.view(shape)]
+        lay["xs_t"] = lay.pop("xs").transpose(1, 2).contiguous()  # [B, D, M]: both matmuls read it contiguously
         for name, value in lay.items():
             self.register_buffer("fast_" + name, value.unflatten(0, shape))
         self.register_buffer("fast_weights", prefactor.unsqueeze(-1) * w)
@@ -179,7 +186,7 @@ class FFLUXPotential(nn.Module):
     def _sums(self, q: torch.Tensor, p: int) -> torch.Tensor:
         """Predictions [A, F] of property p at features q [A, F, D] (fast path, differentiable)."""
         return self.mean[p].unsqueeze(-1) + kernel_sums(
-            q, self.fast_centre[p], self.fast_sqrt_theta[p], self.fast_xs[p], self.fast_xs_sq[p],
+            q, self.fast_centre[p], self.fast_sqrt_theta[p], self.fast_xs_t[p].transpose(1, 2), self.fast_xs_sq[p],
             self.fast_weights[p], self.cyc, self.fast_x_cyc[p], self.fast_theta_cyc[p], self.fast_shift[p],
             self.fast_period[p], self.fast_win_lo[p], self.fast_win_hi[p], not self.exporting,
             self.fast_x[p] if self.exact[p] else None)
@@ -221,14 +228,16 @@ class FFLUXPotential(nn.Module):
         if not self.complete:
             raise RuntimeError("this potential lacks energy models of some atoms: use predict_features")
         bohr = self._check(positions).detach().to(self.x_train.dtype) * self.length_scale
-        q = frame_features(bohr, self.alf, self.others).transpose(0, 1)  # [A, F, D]
-        e, g = kernel_sums_and_grad(q, self.fast_centre[0], self.fast_sqrt_theta[0], self.fast_xs[0],
+        geo = frame_geometry(bohr, self.alf, self.others)  # shared by the features and their forces
+        q = geometry_features(geo).transpose(0, 1)  # [A, F, D]
+        e, g = kernel_sums_and_grad(q, self.fast_centre[0], self.fast_sqrt_theta[0],
+                                    self.fast_xs_t[0].transpose(1, 2),
                                     self.fast_xs_sq[0], self.fast_weights[0], self.cyc, self.fast_x_cyc[0],
                                     self.fast_theta_cyc[0], self.fast_shift[0], self.fast_period[0],
                                     self.fast_win_lo[0], self.fast_win_hi[0], not self.exporting,
                                     self.fast_x[0] if self.exact[0] else None)
         energies = self._per_atom(e + self.mean[0].unsqueeze(-1)) * self.energy_scale
-        grad = frame_features_vjp(bohr, self.alf, self.others, g.transpose(0, 1))  # dE/dbohr [F, N, 3]
+        grad = geometry_vjp(geo, bohr, self.alf, self.others, g.transpose(0, 1))  # dE/dbohr [F, N, 3]
         forces = grad * (-self.energy_scale * self.length_scale)
         q00 = torch.full_like(energies, float("nan"))
         if charges and self.charge_index >= 0:

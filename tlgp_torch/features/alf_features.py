@@ -25,10 +25,12 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
-__all__ = ["alf_features", "frame_features", "frame_features_vjp", "non_frame_atoms"]
+__all__ = ["FrameGeometry", "alf_features", "frame_features", "frame_features_vjp", "frame_geometry",
+           "geometry_features", "geometry_vjp", "non_frame_atoms"]
 
 
 def non_frame_atoms(alf: torch.Tensor, n_atoms: int) -> torch.Tensor:
@@ -107,6 +109,85 @@ def alf_features(positions: torch.Tensor, alf: torch.Tensor, others: torch.Tenso
     return out.squeeze(0) if single else out
 
 
+class FrameGeometry(NamedTuple):
+    """The frame of each ALF row and the other atoms in it, shared by frame_features and frame_features_vjp.
+
+    Shapes for F frames, A ALF rows and K = N - 3 other atoms: ex, ey, ez [F, A, 3] the frame axes; vp = P - C
+    [F, A, 3]; r1 = |X - C|, r2 = |P - C|, s = vp . ex and ny = |vp - s ex| [F, A, 1]; d = pos_j - C [F, A, K, 3];
+    fx, fy, fz (the components of d in the frame), rho = sqrt(fx^2 + fy^2) and rho2 = rho^2 [F, A, K].
+
+    Example:
+        >>> import torch
+        >>> pos = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [1.0, 1.0, 1.0]]],
+        ...                    dtype=torch.float64)
+        >>> geo = frame_geometry(pos, torch.tensor([[0, 1, 2]]), torch.tensor([[3]]))
+        >>> geo.ex.tolist(), geo.r2.tolist(), (geo.fx.item(), geo.fy.item(), geo.fz.item())
+        ([[[1.0, 0.0, 0.0]]], [[[2.0]]], (1.0, 1.0, 1.0))
+    """
+
+    ex: torch.Tensor
+    ey: torch.Tensor
+    ez: torch.Tensor
+    vp: torch.Tensor
+    r1: torch.Tensor
+    r2: torch.Tensor
+    s: torch.Tensor
+    ny: torch.Tensor
+    d: torch.Tensor
+    fx: torch.Tensor
+    fy: torch.Tensor
+    fz: torch.Tensor
+    rho: torch.Tensor
+    rho2: torch.Tensor
+
+
+def frame_geometry(pos: torch.Tensor, alf: torch.Tensor, others: torch.Tensor) -> FrameGeometry:
+    """The FrameGeometry of positions pos [F, N, 3] for ALF rows alf [A, 3] and others [A, N-3] (scriptable).
+
+    Example:
+        >>> import torch
+        >>> pos = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0]]],
+        ...                    dtype=torch.float64)
+        >>> geo = frame_geometry(pos, torch.tensor([[0, 1, 2]]), torch.tensor([[3]]))
+        >>> geo.ez.tolist(), geo.fz.tolist()        # z axis of the frame; atom 4 lies on it
+        ([[[0.0, 0.0, 1.0]]], [[[3.0]]])
+    """
+    c, x, p = pos.index_select(1, alf[:, 0]), pos.index_select(1, alf[:, 1]), pos.index_select(1, alf[:, 2])
+    vx, vp = x - c, p - c
+    r1, r2 = vx.norm(p=2, dim=-1, keepdim=True), vp.norm(p=2, dim=-1, keepdim=True)
+    ex = vx / r1
+    s = (vp * ex).sum(-1, keepdim=True)
+    vy = vp - s * ex
+    ny = vy.norm(p=2, dim=-1, keepdim=True)
+    ey = vy / ny
+    ez = torch.linalg.cross(ex, ey)
+    d = pos.index_select(1, others.flatten()).view(pos.shape[0], others.shape[0], others.shape[1], 3) - c.unsqueeze(2)
+    fx = (d * ex.unsqueeze(2)).sum(-1)
+    fy = (d * ey.unsqueeze(2)).sum(-1)
+    fz = (d * ez.unsqueeze(2)).sum(-1)
+    rho2 = fx * fx + fy * fy
+    return FrameGeometry(ex, ey, ez, vp, r1, r2, s, ny, d, fx, fy, fz, rho2.sqrt(), rho2)
+
+
+def geometry_features(geo: FrameGeometry) -> torch.Tensor:
+    """ALF features [F, A, 3N-6] of a FrameGeometry: (r1, r2, angle XCP = atan2(ny, s)), then (r, theta, phi) of
+    each other atom (scriptable).
+
+    Example:
+        >>> import torch
+        >>> pos = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]], dtype=torch.float64)
+        >>> geometry_features(frame_geometry(pos, torch.tensor([[0, 1, 2]]), torch.zeros(1, 0, dtype=torch.long)))
+        tensor([[[1.0000, 2.0000, 1.5708]]], dtype=torch.float64)
+    """
+    angle = torch.atan2(geo.ny, geo.s)  # sin and cos of XCP times |vp|
+    r = torch.sqrt(geo.rho2 + geo.fz * geo.fz)
+    theta = torch.atan2(geo.rho, geo.fz)  # = arccos(z / r), finite gradient at the poles
+    phi = torch.atan2(geo.fy, geo.fx)
+    phi = torch.where(phi <= -math.pi, phi + 2 * math.pi, phi)  # atan2(-0.0, x<0) = -pi -> +pi
+    rest = torch.stack([r, theta, phi], dim=-1).flatten(-2)  # [F, A, 3(N-3)]
+    return torch.cat([geo.r1, geo.r2, angle, rest], dim=-1)
+
+
 def frame_features(pos: torch.Tensor, alf: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     """The computation of alf_features on checked inputs: pos [F, N, 3], alf [A, 3], others [A, N-3] (scriptable).
 
@@ -118,25 +199,7 @@ def frame_features(pos: torch.Tensor, alf: torch.Tensor, others: torch.Tensor) -
         >>> frame_features(pos, torch.tensor([[0, 1, 2]]), torch.zeros(1, 0, dtype=torch.long))
         tensor([[[1.0000, 2.0000, 1.5708]]], dtype=torch.float64)
     """
-    c, x, p = pos.index_select(1, alf[:, 0]), pos.index_select(1, alf[:, 1]), pos.index_select(1, alf[:, 2])
-    vx, vp = x - c, p - c
-    r1, r2 = vx.norm(p=2, dim=-1), vp.norm(p=2, dim=-1)
-    angle = torch.atan2(torch.linalg.cross(vx, vp).norm(p=2, dim=-1), (vx * vp).sum(-1))
-    ex = vx / r1.unsqueeze(-1)
-    vy = vp - (vp * ex).sum(-1, keepdim=True) * ex
-    ey = vy / vy.norm(p=2, dim=-1, keepdim=True)
-    ez = torch.linalg.cross(ex, ey)
-    d = pos.index_select(1, others.flatten()).view(pos.shape[0], others.shape[0], others.shape[1], 3) - c.unsqueeze(2)
-    fx = (d * ex.unsqueeze(2)).sum(-1)
-    fy = (d * ey.unsqueeze(2)).sum(-1)
-    fz = (d * ez.unsqueeze(2)).sum(-1)
-    r = d.norm(p=2, dim=-1)
-    theta = torch.atan2(torch.sqrt(fx * fx + fy * fy), fz)  # = arccos(z / r), finite gradient at the poles
-    phi = torch.atan2(fy, fx)
-    phi = torch.where(phi <= -math.pi, phi + 2 * math.pi, phi)  # atan2(-0.0, x<0) = -pi -> +pi
-    rest = torch.stack([r, theta, phi], dim=-1).flatten(-2)  # [F, A, 3(N-3)]
-    out = torch.cat([r1.unsqueeze(-1), r2.unsqueeze(-1), angle.unsqueeze(-1), rest], dim=-1)
-    return out
+    return geometry_features(frame_geometry(pos, alf, others))
 
 
 def frame_features_vjp(pos: torch.Tensor, alf: torch.Tensor, others: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -155,27 +218,29 @@ def frame_features_vjp(pos: torch.Tensor, alf: torch.Tensor, others: torch.Tenso
         >>> frame_features_vjp(pos, alf, others, torch.ones(2, 2, 9, dtype=torch.float64)).shape
         torch.Size([2, 5, 3])
     """
-    c, x, p = pos.index_select(1, alf[:, 0]), pos.index_select(1, alf[:, 1]), pos.index_select(1, alf[:, 2])
-    vx, vp = x - c, p - c
-    r1, r2 = vx.norm(p=2, dim=-1, keepdim=True), vp.norm(p=2, dim=-1, keepdim=True)
-    ex = vx / r1
-    s = (vp * ex).sum(-1, keepdim=True)
-    vy = vp - s * ex
-    ny = vy.norm(p=2, dim=-1, keepdim=True)
-    ey = vy / ny
-    ez = torch.linalg.cross(ex, ey)
+    return geometry_vjp(frame_geometry(pos, alf, others), pos, alf, others, grad)
+
+
+def geometry_vjp(geo: FrameGeometry, pos: torch.Tensor, alf: torch.Tensor, others: torch.Tensor,
+                 grad: torch.Tensor) -> torch.Tensor:
+    """frame_features_vjp from the FrameGeometry of pos (computed once for the features and their forces).
+
+    Example:
+        >>> pos = torch.randn(2, 5, 3, dtype=torch.float64)
+        >>> alf = torch.tensor([[0, 1, 2], [1, 0, 2]]); others = non_frame_atoms(alf, 5)
+        >>> g = torch.ones(2, 2, 9, dtype=torch.float64)
+        >>> torch.equal(geometry_vjp(frame_geometry(pos, alf, others), pos, alf, others, g),
+        ...             frame_features_vjp(pos, alf, others, g))
+        True
+    """
+    ex, ey, ez, vp, r1, r2, s, ny = geo.ex, geo.ey, geo.ez, geo.vp, geo.r1, geo.r2, geo.s, geo.ny
+    d, fx, fy, fz, rho, rho2 = geo.d, geo.fx, geo.fy, geo.fz, geo.rho, geo.rho2
     up = vp / r2
-    cos_a = (ex * up).sum(-1, keepdim=True)
+    cos_a = s / r2
     sin_a = ny / r2
     g1, g2, ga = grad[:, :, 0:1], grad[:, :, 1:2], grad[:, :, 2:3]
     g_vx = g1 * ex - ga * ey / r1
     g_vp = g2 * up + ga * (cos_a * up - ex) / (r2 * sin_a)
-    d = pos.index_select(1, others.flatten()).view(pos.shape[0], others.shape[0], others.shape[1], 3) - c.unsqueeze(2)
-    fx = (d * ex.unsqueeze(2)).sum(-1)
-    fy = (d * ey.unsqueeze(2)).sum(-1)
-    fz = (d * ez.unsqueeze(2)).sum(-1)
-    rho2 = fx * fx + fy * fy
-    rho = rho2.sqrt()
     r_sq = rho2 + fz * fz
     rest = grad[:, :, 3:].unflatten(-1, (-1, 3))  # [F, A, K, 3]: (r, theta, phi) of each other atom
     gr, gt, gp = rest[..., 0], rest[..., 1], rest[..., 2]
