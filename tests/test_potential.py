@@ -356,14 +356,20 @@ def test_ase_calculator_on_saved_programs(models, tmp_path, program):
     assert (program == "forces") == bool(torch.isnan(torch.as_tensor(charges)).all())
 
 
-def test_large_weights_switch_to_exact_differences(models):
-    """Where sum |w| would carry the matmul distances' rounding past 1e-10 relative, a property is evaluated by
-    exact differences (FEREBUS-like ill-conditioned models): still the reference formula, forces by autograd."""
+def test_large_weights_switch_to_exact_differences(models, tmp_path):
+    """Where the weights would carry the matmul distances' rounding past 1e-10 (FEREBUS-like ill-conditioned
+    models), a call is recomputed by exact differences: still the reference formula, forces by autograd."""
     big = [FerebusModel(**{**m.__dict__, "weights": m.weights * 1e9, "mean": 1.0}) if m.property == "iqa" else m
            for m in models]
     pot = FFLUXPotential(big, energy_unit="hartree")
-    assert pot.exact == [True, False]
     pos = BASE + 0.3 * torch.randn(3, 6, 3, generator=torch.Generator().manual_seed(18), dtype=torch.float64)
+    default = pot.evaluate(pos, True)
+    limit = pot.fast_limit.clone()
+    pot.fast_limit[0].zero_()  # every energy call past the limit: exact differences
+    assert all(torch.equal(a, b) for a, b in zip(default[:3], pot.evaluate(pos, True)[:3]))  # the fallback was taken
+    pot.fast_limit[0].fill_(math.inf)  # never: the matmul form
+    assert not torch.equal(default[0], pot.evaluate(pos, True)[0])
+    pot.fast_limit.copy_(limit)
     ref = pot.predict_features(pot.features(pos))
     energy, forces, energies, charges = pot.evaluate(pos, True)
     # both sum the same terms exactly in another order: eps sum |w_m k_m| / |y| ~ 1e-13 here
@@ -373,3 +379,9 @@ def test_large_weights_switch_to_exact_differences(models):
     p = pos.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(pot.predict_features(pot.features(p))[:, 0].sum(), p)
     assert float((forces + grad).abs().max() / grad.abs().max()) < 1e-10
+    # the torch.export program takes the same fallback (torch.cond), for one frame and for several
+    program = load_potential(save_potential(pot, tmp_path / "BIG.pt2", program="forces"))[0]
+    for frames in (pos[:1], pos):
+        e_pt2, f_pt2 = program(frames)[:2]
+        assert torch.allclose(e_pt2, ref[: len(frames), 0].sum(-1), rtol=1e-10, atol=0)
+        assert float((f_pt2 + grad[: len(frames)]).abs().max() / grad.abs().max()) < 1e-10

@@ -16,7 +16,7 @@ from tlgp_torch.features.alf_features import (
 )
 from tlgp_torch.features.elements import parse_atom_name
 from tlgp_torch.io.ferebus_model import FerebusModel
-from tlgp_torch.kernels.evaluation import kernel_sums, kernel_sums_and_grad, matmul_layout, matmul_rounding
+from tlgp_torch.kernels.evaluation import kernel_sums, kernel_sums_and_grad, matmul_layout, weight_columns
 from tlgp_torch.kernels.formula import direct_sq_dist
 from tlgp_torch.units import ANGSTROM_TO_BOHR, HARTREE_TO_EV
 
@@ -25,7 +25,7 @@ __all__ = ["CHARGE_PROPERTY", "ENERGY_PROPERTIES", "FFLUXPotential", "energy_and
 ENERGY_PROPERTIES = ("iqa", "energy")  # FFLUX IQA energy, or the GFN2 atom-resolved stand-in (Hartree)
 CHARGE_PROPERTY = "q00"                # atomic charge (e)
 LENGTH_UNITS = {"angstrom": ANGSTROM_TO_BOHR, "bohr": 1.0}       # -> bohr
-EXACT_BELOW = 1e-10  # a property whose matmul rounding bound (relative) exceeds this uses exact differences
+EXACT_BELOW = 1e-10  # rounding bound of the matmul form allowed per atom, times max(1, |mean|) in model units
 ENERGY_UNITS = {"eV": HARTREE_TO_EV, "hartree": 1.0}              # hartree ->
 
 
@@ -38,8 +38,11 @@ class FFLUXPotential(nn.Module):
     the models of one property (all atoms: A models, zero-padded to the largest N) into batched tensors:
     distances by one batched matmul of centred, theta-scaled features, and forces
     F = -sum_a J_a^T dE_a/dx_a, with dE/dx = sum_m w_m k_m (-2 theta (x - x_m)) from a second matmul and
-    J_a^T g from geometry_vjp (no autograd graph). Charges (q00) only where asked (`evaluate`) or in
-    forward. predict_features keeps the broadcast formula as the reference.
+    J_a^T g from geometry_vjp (no autograd graph). The matmul distance rounds at about eps (|qs|^2 + |xs|^2),
+    which large weights (nearly noise-free models) carry into E: each call bounds that rounding per query,
+    4 eps sum_m |w_m| k_m (|qs|^2 + |xs_m|^2), and recomputes by exact differences (the reference formula) where
+    it exceeds 1e-10 max(1, |mean|) in model units (float64; float32 mode has no fallback). Charges (q00) only
+    where asked (`evaluate`) or in forward. predict_features keeps the broadcast formula as the reference.
 
     Everything is a buffer, so the module holds no gpytorch objects and exports by torch.jit.script and
     torch.export. Units are fixed at construction: positions in `length_unit` ("angstrom" or "bohr"), energies
@@ -79,7 +82,6 @@ class FFLUXPotential(nn.Module):
     charge_index: int
     complete: bool
     exporting: bool  # True while torch.export traces: the wrap term without a data-dependent branch
-    exact: list[bool]  # per property: distances by exact differences (the matmul rounding bound passes 1e-10)
 
     def __init__(self, models: Sequence[FerebusModel], length_unit: str = "angstrom", energy_unit: str = "eV",
                  allow_partial: bool = False, dtype: torch.dtype = torch.float64) -> None:
@@ -150,12 +152,13 @@ class FFLUXPotential(nn.Module):
         lay = matmul_layout(x.flatten(0, 1), theta.flatten(0, 1), wrap.flatten(0, 1), angle)
         self.exporting = False
         self.register_buffer("cyc", lay.pop("cyc"))
-        rounding = matmul_rounding(lay["xs_sq"], (prefactor.unsqueeze(-1) * w).flatten(0, 1), mean.flatten())
-        self.exact = [bool(r.max() > EXACT_BELOW) for r in rounding.view(shape)]
+        weights = weight_columns((prefactor.unsqueeze(-1) * w).flatten(0, 1), lay["xs_sq"])
         lay["xs_t"] = lay.pop("xs").transpose(1, 2).contiguous()  # [B, D, M]: both matmuls read it contiguously
         for name, value in lay.items():
             self.register_buffer("fast_" + name, value.unflatten(0, shape))
-        self.register_buffer("fast_weights", prefactor.unsqueeze(-1) * w)
+        self.register_buffer("fast_weights", weights.unflatten(0, shape))
+        # a call whose matmul rounding bound exceeds this (model units) is recomputed by exact differences
+        self.register_buffer("fast_limit", EXACT_BELOW * mean.abs().clamp_min(1.0))
         if dtype != f64:
             self.to(dtype)
 
@@ -188,8 +191,12 @@ class FFLUXPotential(nn.Module):
         return self.mean[p].unsqueeze(-1) + kernel_sums(
             q, self.fast_centre[p], self.fast_sqrt_theta[p], self.fast_xs_t[p].transpose(1, 2), self.fast_xs_sq[p],
             self.fast_weights[p], self.cyc, self.fast_x_cyc[p], self.fast_theta_cyc[p], self.fast_shift[p],
-            self.fast_period[p], self.fast_win_lo[p], self.fast_win_hi[p], not self.exporting,
-            self.fast_x[p] if self.exact[p] else None)
+            self.fast_period[p], self.fast_win_lo[p], self.fast_win_hi[p], self._exact_x(p), self.fast_limit[p],
+            not self.exporting)
+
+    def _exact_x(self, p: int) -> torch.Tensor | None:
+        """Training features of property p for the exact fallback; None in float32 (its rounding is the mode's)."""
+        return self.fast_x[p] if self.fast_x.dtype == torch.float64 else None
 
     def _per_atom(self, pred: torch.Tensor) -> torch.Tensor:
         """[A, F] predictions of the modelled atoms -> [F, N]."""
@@ -234,8 +241,8 @@ class FFLUXPotential(nn.Module):
                                     self.fast_xs_t[0].transpose(1, 2),
                                     self.fast_xs_sq[0], self.fast_weights[0], self.cyc, self.fast_x_cyc[0],
                                     self.fast_theta_cyc[0], self.fast_shift[0], self.fast_period[0],
-                                    self.fast_win_lo[0], self.fast_win_hi[0], not self.exporting,
-                                    self.fast_x[0] if self.exact[0] else None)
+                                    self.fast_win_lo[0], self.fast_win_hi[0], self._exact_x(0), self.fast_limit[0],
+                                    not self.exporting)
         energies = self._per_atom(e + self.mean[0].unsqueeze(-1)) * self.energy_scale
         grad = geometry_vjp(geo, bohr, self.alf, self.others, g.transpose(0, 1))  # dE/dbohr [F, N, 3]
         forces = grad * (-self.energy_scale * self.length_scale)

@@ -108,7 +108,7 @@ def save_potential(potential: FFLUXPotential, path: str | os.PathLike, program: 
         example[:] = _sample_positions(potential)
         frames = torch.export.Dim("frames", min=1)
         module = potential.cpu() if program == "forward" else ForcesProgram(potential.cpu())
-        potential.exporting = True  # no data-dependent branch: the wrap term always (exact, a little slower)
+        potential.exporting = True  # data-dependent branches (wrap, exact fallback) as torch.cond
         try:
             exported = torch.export.export(module, (example,), dynamic_shapes={"positions": {0: frames}})
         finally:

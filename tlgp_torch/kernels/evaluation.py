@@ -12,7 +12,7 @@ import math
 
 import torch
 
-__all__ = ["kernel_sums", "kernel_sums_and_grad", "matmul_layout", "matmul_rounding"]
+__all__ = ["kernel_sums", "kernel_sums_and_grad", "matmul_layout", "weight_columns"]
 
 
 def matmul_layout(x: torch.Tensor, theta: torch.Tensor, wrap: torch.Tensor,
@@ -86,34 +86,6 @@ def _query(q: torch.Tensor, cyc: torch.Tensor, shift: torch.Tensor, period: torc
     return q.index_copy(2, cyc, t), t, outside
 
 
-def matmul_rounding(xs_sq: torch.Tensor, weights: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Bound [B] on the relative rounding of the matmul form of y = mean + sum_m w_m k_m: its distances round at
-    about eps max_m |xs_m|^2 (twice that for the query), which sum_m |w_m| carries into y; `scale` [B] is |y|'s
-    size (|mean|). Models beyond a tolerance are evaluated by exact differences instead (`exact`).
-
-    .. math::
-
-        bound_b = 4 eps max_m |xs_bm|^2 sum_m |w_bm| / |scale_b|
-
-    Args:
-        xs_sq: [B, M] squared norms |xs_m|^2 of the centred, theta-scaled training points (matmul_layout's "xs_sq").
-        weights: [B, M] the models' weights w = R^-1 (y - mean) (y units).
-        scale: [B] the size of each model's output (y units); clamped away from 0.
-
-    Returns:
-        [B] relative bounds (dimensionless), in the dtype of xs_sq.
-
-    Example:
-        >>> xs_sq = torch.tensor([[1.0, 4.0], [100.0, 1.0]], dtype=torch.float64)
-        >>> w = torch.tensor([[0.5, -0.5], [1.0, 1.0]], dtype=torch.float64)
-        >>> bound = matmul_rounding(xs_sq, w, torch.tensor([2.0, 2.0], dtype=torch.float64))
-        >>> (bound / torch.finfo(torch.float64).eps).tolist()    # 4 x max|xs|^2 x sum|w| / scale
-        [8.0, 400.0]
-    """
-    eps = torch.finfo(xs_sq.dtype).eps
-    return 4.0 * eps * xs_sq.amax(-1) * weights.abs().sum(-1) / scale.abs().clamp_min(1e-300)
-
-
 def _exact_distances(q: torch.Tensor, x: torch.Tensor, theta: torch.Tensor, cyc: torch.Tensor,
                      period: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(delta [B, F, M, D] wrapped, sum_d theta_d delta_d^2 [B, F, M]) by differences (no cancellation)."""
@@ -150,75 +122,186 @@ def _wrap_excess(t: torch.Tensor, x_cyc: torch.Tensor, theta_cyc: torch.Tensor) 
     return sigma, over
 
 
+def weight_columns(weights: torch.Tensor, xs_sq: torch.Tensor) -> torch.Tensor:
+    """[B, M, 3] columns (w, |w| |xs|^2, |w|) of B models' weights w [B, M] and squared norms xs_sq [B, M]: one
+    matmul k @ columns gives the prediction sum_m w_m k_m and the two parts of its rounding bound (kernel_sums).
+
+    Example:
+        >>> weight_columns(torch.tensor([[2.0, -1.0]]), torch.tensor([[0.5, 3.0]])).tolist()
+        [[[2.0, 1.0, 2.0], [-1.0, 3.0, 1.0]]]
+    """
+    return torch.stack([weights, weights.abs() * xs_sq, weights.abs()], dim=-1)
+
+
+def _exact_sums(q: torch.Tensor, x: torch.Tensor, sqrt_theta: torch.Tensor, cyc: torch.Tensor, period: torch.Tensor,
+                w: torch.Tensor) -> torch.Tensor:
+    """y [B, F] by exact (wrapped) differences: the reference formula, differentiable."""
+    dist = _exact_distances(q, x, sqrt_theta * sqrt_theta, cyc, period)[1]
+    return torch.bmm(torch.exp(-dist), w.unsqueeze(-1)).squeeze(-1)
+
+
+def _exact_sums_and_grad(q: torch.Tensor, x: torch.Tensor, sqrt_theta: torch.Tensor, cyc: torch.Tensor,
+                         period: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y [B, F], dy/dq [B, F, D]) by exact differences: dy/dq = -2 theta sum_m w_m k_m delta_m."""
+    theta = sqrt_theta * sqrt_theta
+    delta, dist = _exact_distances(q, x, theta, cyc, period)
+    wk = torch.exp(-dist) * w.unsqueeze(1)
+    return wk.sum(-1), (wk.unsqueeze(-1) * delta).sum(2) * (-2.0 * theta.unsqueeze(1))
+
+
+def _exceeds(y3: torch.Tensor, qs: torch.Tensor, limit: torch.Tensor) -> torch.Tensor:
+    """Whether any query's rounding bound 4 eps sum_m |w_m| k_m (|qs|^2 + |xs_m|^2) exceeds limit [B], from
+    y3 = k @ weight_columns [B, F, 3] (eps of float64; TorchScript takes no globals)."""
+    bound = (y3[:, :, 1] + qs.pow(2).sum(-1) * y3[:, :, 2]) * 8.881784197001252e-16
+    return (bound > limit.unsqueeze(-1)).any()
+
+
 def kernel_sums(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor, xs: torch.Tensor,
                 xs_sq: torch.Tensor, weights: torch.Tensor, cyc: torch.Tensor, x_cyc: torch.Tensor,
                 theta_cyc: torch.Tensor, shift: torch.Tensor, period: torch.Tensor, win_lo: torch.Tensor,
-                win_hi: torch.Tensor, check: bool = True, x: torch.Tensor | None = None) -> torch.Tensor:
-    """y_b(q_bf) = sum_m w_bm exp(-sum_d theta_bd delta_bfmd^2) [B, F] at queries q [B, F, D] (one per model).
+                win_hi: torch.Tensor, x: torch.Tensor | None = None, limit: torch.Tensor | None = None,
+                check: bool = True) -> torch.Tensor:
+    r"""y_b(q_bf) = sum_m w_bm exp(-sum_d theta_bd delta_bfmd^2) [B, F] at queries q [B, F, D] (one per model).
 
     delta is FEREBUS's wrapped difference on the periodic features cyc. After the re-cut of matmul_layout,
     wrap(delta)^2 = delta^2 - 4 pi (|delta| - pi) where |delta| > pi, which happens only for a query outside
-    its window: the [B, C, F, M] wrap term is computed only then (`check`), or always (check=False: no
-    data-dependent branch, for torch.export). Given x (matmul_layout's re-cut x), distances come from exact
-    differences instead (for models whose weights would carry the matmul's rounding past a tolerance:
-    matmul_rounding). Differentiable by autograd (no in-place operations); the other arguments are those of
-    matmul_layout, weights [B, M].
+    its window: the [B, C, F, M] wrap term is computed only then. The matmul distance
+    |qs|^2 + |xs|^2 - 2 qs.xs rounds at about eps (|qs|^2 + |xs_m|^2), which the weights carry into y:
+
+    .. math::
+
+        |y_{matmul} - y| \le 4 \epsilon \sum_m |w_m| k_m (|qs|^2 + |xs_m|^2)
+
+    Given x (matmul_layout's re-cut training features) and limit [B] (the largest bound allowed per model, in y
+    units), a call whose bound exceeds the limit on any query is recomputed from exact differences (the reference
+    formula); x without limit: exact differences always; x None: the matmul form always. check=False (torch.export)
+    replaces these data-dependent branches by torch.cond (exact differences where a query is outside its window
+    or past the limit; with x None, the wrap term always). Differentiable by autograd; the other arguments are
+    those of matmul_layout; weights [B, M, 3] from weight_columns.
 
     Example:
         >>> x, theta = torch.rand(1, 40, 3, dtype=torch.float64), torch.full((1, 3), 0.7, dtype=torch.float64)
         >>> lay = matmul_layout(x, theta, torch.zeros(1, 3, dtype=torch.bool))
-        >>> w, q = torch.ones(1, 40, dtype=torch.float64), x[:, :2]
+        >>> w, q = weight_columns(torch.ones(1, 40, dtype=torch.float64), lay["xs_sq"]), x[:, :2]
         >>> y = kernel_sums(q, weights=w, **lay)
         >>> bool(torch.allclose(y, torch.exp(-(0.7 * (q[0, :, None] - x[0]) ** 2).sum(-1)).sum(-1)))
         True
     """
     q, t, outside = _query(q, cyc, shift, period, win_lo, win_hi)
-    if x is not None:
-        dist = _exact_distances(q, x, sqrt_theta * sqrt_theta, cyc, period)[1]
-    else:
-        dist = _distances(q, centre, sqrt_theta, xs, xs_sq)[1]
-        if cyc.numel() > 0 and (not check or bool(outside)):
-            dist = dist - _wrap_excess(t, x_cyc, theta_cyc)[1].clamp_min(0.0).sum(1)
+    w = weights[:, :, 0]
+    if x is not None and limit is None:
+        return _exact_sums(q, x, sqrt_theta, cyc, period, w)
+    qs, dist = _distances(q, centre, sqrt_theta, xs, xs_sq)
+    if not check and not torch.jit.is_scripting():
+        return _exported_sums(q, t, outside, qs, dist, sqrt_theta, weights, cyc, x_cyc, theta_cyc, period, x, limit)
+    if cyc.numel() > 0 and bool(outside):
+        dist = dist - _wrap_excess(t, x_cyc, theta_cyc)[1].clamp_min(0.0).sum(1)
     k = torch.exp(-dist.clamp_min(0.0))
-    return torch.bmm(k, weights.unsqueeze(-1)).squeeze(-1)
+    if x is None or limit is None:
+        return torch.bmm(k, w.unsqueeze(-1)).squeeze(-1)
+    y3 = torch.bmm(k, weights)
+    return _exact_sums(q, x, sqrt_theta, cyc, period, w) if bool(_exceeds(y3, qs, limit)) else y3[:, :, 0]
 
 
 def kernel_sums_and_grad(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor, xs: torch.Tensor,
                          xs_sq: torch.Tensor, weights: torch.Tensor, cyc: torch.Tensor, x_cyc: torch.Tensor,
                          theta_cyc: torch.Tensor, shift: torch.Tensor, period: torch.Tensor, win_lo: torch.Tensor,
-                         win_hi: torch.Tensor, check: bool = True,
-                         x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                         win_hi: torch.Tensor, x: torch.Tensor | None = None, limit: torch.Tensor | None = None,
+                         check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(y [B, F], dy/dq [B, F, D]) of kernel_sums, the gradient analytic (no autograd graph, in-place temporaries).
 
     dy/dq_d = sum_m w_m k_m (-2 theta_d delta_md) = -2 sqrt(theta_d) (qs_d S - (wk @ xs)_d) with wk_m = w_m k_m,
     S = sum_m wk_m (the re-cut is a shift: d q'/d q = 1), plus, where a query is outside its window, on a
     periodic feature, 4 pi theta_d sum_m wk_m sign(delta_md) [|delta_md| > pi] (the derivative of the wrap term).
+    x, limit and check as in kernel_sums (the same rounding bound decides the fallback to exact differences).
 
     Example:
         >>> x, theta = torch.rand(1, 40, 3, dtype=torch.float64), torch.full((1, 3), 0.7, dtype=torch.float64)
         >>> lay = matmul_layout(x, theta, torch.zeros(1, 3, dtype=torch.bool))
-        >>> w, q = torch.ones(1, 40, dtype=torch.float64), x[:, :2] + 0.1
+        >>> w, q = weight_columns(torch.ones(1, 40, dtype=torch.float64), lay["xs_sq"]), x[:, :2] + 0.1
         >>> y, g = kernel_sums_and_grad(q, weights=w, **lay)
         >>> g.shape
         torch.Size([1, 2, 3])
     """
     q, t, outside = _query(q, cyc, shift, period, win_lo, win_hi)
-    if x is not None:  # exact differences: dy/dq = -2 theta sum_m wk_m delta_m
-        theta = sqrt_theta * sqrt_theta
-        delta, dist = _exact_distances(q, x, theta, cyc, period)
-        wk = torch.exp(-dist) * weights.unsqueeze(1)
-        grad = (wk.unsqueeze(-1) * delta).sum(2) * (-2.0 * theta.unsqueeze(1))
-        return wk.sum(-1), grad
+    w = weights[:, :, 0]
+    if x is not None and limit is None:
+        return _exact_sums_and_grad(q, x, sqrt_theta, cyc, period, w)
     qs, dist = _distances(q, centre, sqrt_theta, xs, xs_sq)
-    wrapped = cyc.numel() > 0 and (not check or bool(outside))
+    if not check and not torch.jit.is_scripting():
+        return _exported_sums_and_grad(q, t, outside, qs, dist, sqrt_theta, xs, weights, cyc, x_cyc, theta_cyc,
+                                       period, x, limit)
+    wrapped = cyc.numel() > 0 and bool(outside)
     sigma, over = q.new_zeros(0), q.new_zeros(0)
     if wrapped:
         sigma, over = _wrap_excess(t, x_cyc, theta_cyc)
         dist.sub_(over.clamp_min_(0.0).sum(1))  # over [B, C, F, M]
-    wk = dist.clamp_min_(0.0).neg_().exp_().mul_(weights.unsqueeze(1))  # [B, F, M]
-    total = wk.sum(-1)
+    k = dist.clamp_min_(0.0).neg_().exp_()  # [B, F, M]
+    if x is not None and limit is not None:
+        y3 = torch.bmm(k, weights)
+        if bool(_exceeds(y3, qs, limit)):
+            return _exact_sums_and_grad(q, x, sqrt_theta, cyc, period, w)
+        total = y3[:, :, 0]
+        wk = k.mul_(w.unsqueeze(1))
+    else:
+        wk = k.mul_(w.unsqueeze(1))
+        total = wk.sum(-1)
     grad = torch.bmm(wk, xs).sub_(qs * total.unsqueeze(-1)).mul_(2.0 * sqrt_theta.unsqueeze(1))
     if wrapped:
         jump = over.sign_().mul_(wk.unsqueeze(1)).sum(-1).mul_(sigma)  # sigma sum_m wk_m [|delta_m| > pi] [B, C, F]
         grad.index_add_(2, cyc, jump.mul_((4.0 * math.pi) * theta_cyc.unsqueeze(-1)).transpose(1, 2))
     return total, grad
+
+
+@torch.jit.unused
+def _exported_sums(q: torch.Tensor, t: torch.Tensor, outside: torch.Tensor, qs: torch.Tensor, dist: torch.Tensor,
+                   sqrt_theta: torch.Tensor, weights: torch.Tensor, cyc: torch.Tensor, x_cyc: torch.Tensor,
+                   theta_cyc: torch.Tensor, period: torch.Tensor, x: torch.Tensor | None,
+                   limit: torch.Tensor | None) -> torch.Tensor:
+    """kernel_sums under torch.export: the data-dependent fallbacks as torch.cond."""
+    w = weights[:, :, 0]
+    if x is None:  # no exact fallback: the wrap term always
+        if cyc.numel() > 0:
+            dist = dist - _wrap_excess(t, x_cyc, theta_cyc)[1].clamp_min(0.0).sum(1)
+        return torch.bmm(torch.exp(-dist.clamp_min(0.0)), w.unsqueeze(-1)).squeeze(-1)
+    y3 = torch.bmm(torch.exp(-dist.clamp_min(0.0)), weights)
+    bad = outside
+    if limit is not None:
+        bad = bad | _exceeds(y3, qs, limit)
+    y = torch.cond(bad, lambda q, x, s, c, p, w, y: _exact_sums(q, x, s, c, p, w),
+                   lambda q, x, s, c, p, w, y: y.clone(), (_pad(q), x, sqrt_theta, cyc, period, w, _pad(y3[:, :, 0])))
+    return y[:, :-1]
+
+
+@torch.jit.unused
+def _exported_sums_and_grad(q: torch.Tensor, t: torch.Tensor, outside: torch.Tensor, qs: torch.Tensor,
+                            dist: torch.Tensor, sqrt_theta: torch.Tensor, xs: torch.Tensor, weights: torch.Tensor,
+                            cyc: torch.Tensor, x_cyc: torch.Tensor, theta_cyc: torch.Tensor, period: torch.Tensor,
+                            x: torch.Tensor | None, limit: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """kernel_sums_and_grad under torch.export: the data-dependent fallbacks as torch.cond."""
+    w = weights[:, :, 0]
+    if x is None:  # no exact fallback: the wrap term always
+        sigma, over = _wrap_excess(t, x_cyc, theta_cyc)
+        wk = torch.exp(-(dist - over.clamp_min(0.0).sum(1)).clamp_min(0.0)) * w.unsqueeze(1)
+        total = wk.sum(-1)
+        grad = (torch.bmm(wk, xs) - qs * total.unsqueeze(-1)) * (2.0 * sqrt_theta.unsqueeze(1))
+        jump = (torch.sign(over) * wk.unsqueeze(1)).sum(-1) * sigma
+        return total, grad.index_add(2, cyc, (jump * ((4.0 * math.pi) * theta_cyc.unsqueeze(-1))).transpose(1, 2))
+    k = torch.exp(-dist.clamp_min(0.0))
+    y3 = torch.bmm(k, weights)
+    total = y3[:, :, 0]
+    grad = (torch.bmm(k * w.unsqueeze(1), xs) - qs * total.unsqueeze(-1)) * (2.0 * sqrt_theta.unsqueeze(1))
+    bad = outside
+    if limit is not None:
+        bad = bad | _exceeds(y3, qs, limit)
+    y, g = torch.cond(bad, lambda q, x, s, c, p, w, y, g: _exact_sums_and_grad(q, x, s, c, p, w),
+                      lambda q, x, s, c, p, w, y, g: (y.clone(), g.clone()),
+                      (_pad(q), x, sqrt_theta, cyc, period, w, _pad(total), _pad(grad)))
+    return y[:, :-1], g[:, :-1]
+
+
+@torch.jit.unused
+def _pad(t: torch.Tensor) -> torch.Tensor:
+    """t [B, F, ...] with its first frame appended: torch.export asserts F >= 2 on torch.cond's outputs even where
+    F = 1 is allowed (pytorch/pytorch#165912), so the branches run on F + 1 frames and the extra one is dropped."""
+    return torch.cat([t, t[:, :1]], 1)
