@@ -176,8 +176,9 @@ def kernel_sums(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor,
     units), a call whose bound exceeds the limit on any query is recomputed from exact differences (the reference
     formula); x without limit: exact differences always; x None: the matmul form always. check=False (torch.export)
     replaces these data-dependent branches by torch.cond (exact differences where a query is outside its window
-    or past the limit; with x None, the wrap term always). Differentiable by autograd; the other arguments are
-    those of matmul_layout; weights [B, M, 3] from weight_columns.
+    or past the limit, in kernel_sums_and_grad; here, where autograd would retrace torch.cond on every call, the
+    matmul form with the wrap term always). Differentiable by autograd; the other arguments are those of
+    matmul_layout; weights [B, M, 3] from weight_columns.
 
     Example:
         >>> x, theta = torch.rand(1, 40, 3, dtype=torch.float64), torch.full((1, 3), 0.7, dtype=torch.float64)
@@ -193,7 +194,7 @@ def kernel_sums(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor,
         return _exact_sums(q, x, sqrt_theta, cyc, period, w)
     qs, dist = _distances(q, centre, sqrt_theta, xs, xs_sq)
     if not check and not torch.jit.is_scripting():
-        return _exported_sums(q, t, outside, qs, dist, sqrt_theta, weights, cyc, x_cyc, theta_cyc, period, x, limit)
+        return _exported_sums(t, dist, weights, cyc, x_cyc, theta_cyc)
     if cyc.numel() > 0 and bool(outside):
         dist = dist - _wrap_excess(t, x_cyc, theta_cyc)[1].clamp_min(0.0).sum(1)
     k = torch.exp(-dist.clamp_min(0.0))
@@ -254,23 +255,13 @@ def kernel_sums_and_grad(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torc
 
 
 @torch.jit.unused
-def _exported_sums(q: torch.Tensor, t: torch.Tensor, outside: torch.Tensor, qs: torch.Tensor, dist: torch.Tensor,
-                   sqrt_theta: torch.Tensor, weights: torch.Tensor, cyc: torch.Tensor, x_cyc: torch.Tensor,
-                   theta_cyc: torch.Tensor, period: torch.Tensor, x: torch.Tensor | None,
-                   limit: torch.Tensor | None) -> torch.Tensor:
-    """kernel_sums under torch.export: the data-dependent fallbacks as torch.cond."""
-    w = weights[:, :, 0]
-    if x is None:  # no exact fallback: the wrap term always
-        if cyc.numel() > 0:
-            dist = dist - _wrap_excess(t, x_cyc, theta_cyc)[1].clamp_min(0.0).sum(1)
-        return torch.bmm(torch.exp(-dist.clamp_min(0.0)), w.unsqueeze(-1)).squeeze(-1)
-    y3 = torch.bmm(torch.exp(-dist.clamp_min(0.0)), weights)
-    bad = outside
-    if limit is not None:
-        bad = bad | _exceeds(y3, qs, limit)
-    y = torch.cond(bad, lambda q, x, s, c, p, w, y: _exact_sums(q, x, s, c, p, w),
-                   lambda q, x, s, c, p, w, y: y.clone(), (_pad(q), x, sqrt_theta, cyc, period, w, _pad(y3[:, :, 0])))
-    return y[:, :-1]
+def _exported_sums(t: torch.Tensor, dist: torch.Tensor, weights: torch.Tensor, cyc: torch.Tensor,
+                   x_cyc: torch.Tensor, theta_cyc: torch.Tensor) -> torch.Tensor:
+    """kernel_sums under torch.export: the matmul form with the wrap term always, no exact fallback (autograd
+    through torch.cond traces its backward on every call: 0.3 s per call on ETHANOL)."""
+    if cyc.numel() > 0:
+        dist = dist - _wrap_excess(t, x_cyc, theta_cyc)[1].clamp_min(0.0).sum(1)
+    return torch.bmm(torch.exp(-dist.clamp_min(0.0)), weights[:, :, :1]).squeeze(-1)
 
 
 @torch.jit.unused
