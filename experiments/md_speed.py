@@ -148,8 +148,9 @@ def time_round_robin(paths: dict, pos: torch.Tensor, repeats: int, device: torch
     return {k: statistics.median(v) * 1e3 / pos.shape[0] for k, v in times.items()}
 
 
-def nve(potential: FFLUXPotential, numbers: list[int], eq: np.ndarray, steps: int, seed: int) -> dict:
-    """ASE velocity Verlet (0.5 fs) from eq with 300 K Maxwell-Boltzmann velocities: wall time and drift."""
+def nve(potential, numbers: list[int], eq: np.ndarray, steps: int, seed: int) -> dict:
+    """ASE velocity Verlet (0.5 fs) from eq with 300 K Maxwell-Boltzmann velocities: wall time and drift.
+    potential: an FFLUXPotential or a saved file (the TorchScript .pt: the MD path)."""
     from ase import Atoms, units
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
     from ase.md.verlet import VelocityVerlet
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         if on_cpu and system == "ETHANOL" and args.nve_steps > 0:
             torch.set_num_threads(1)
             if kind == "given":
-                extra[system]["nve"] = nve(pot, numbers, eq, args.nve_steps, args.seed)
+                extra[system]["nve"] = nve(pt, numbers, eq, args.nve_steps, args.seed)  # the TorchScript file
                 print(f"  NVE: {extra[system]['nve']}", flush=True)
             else:
                 print("  NVE skipped: synthetic models are not a potential energy surface (pass --models)")
