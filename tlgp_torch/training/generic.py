@@ -107,9 +107,11 @@ def objective(um: UserModel, pv: ParameterVector):
 
 
 def optimise_mll(s: FitSettings, um: UserModel, pv: ParameterVector, u0: torch.Tensor, stop: StoppingRule,
-                 optimizer: str | None = None, history: list | None = None, stage: str = "") -> OptimResult:
+                 optimizer: str | None = None, history: list | None = None, stage: str = "",
+                 start: tuple | None = None) -> OptimResult:
     """Minimise -mll from every row of u0 [R, P] (one L-BFGS history / Adam state per row); the model is left
-    at the best row's parameters."""
+    at the best row's parameters. start: (f [R], grad [R, P]) already known at u0 (L-BFGS only; ignored unless u0
+    lies inside the lengthscale box)."""
     um.mll.train()
     t0 = time.perf_counter()
 
@@ -121,7 +123,9 @@ def optimise_mll(s: FitSettings, um: UserModel, pv: ParameterVector, u0: torch.T
     lower, upper = pv.log_lengthscale_box([k for _, k in um.ard_kernels], spread)
     kw = dict(stop=stop, f_scale=um.n, callback=record, lower=lower.to(u0), upper=upper.to(u0))
     if (optimizer or s.optimizer) == "lbfgs":
-        res = batched_lbfgs(objective(um, pv), u0, history_size=s.history_size, **kw)
+        inside = bool(((u0 >= kw["lower"]) & (u0 <= kw["upper"])).all())
+        res = batched_lbfgs(objective(um, pv), u0, history_size=s.history_size, start=start if inside else None,
+                            **kw)
     else:
         res = batched_adam(objective(um, pv), u0, lr=s.lr, **kw)
     pv.set(res.x[int(res.f.argmin())])
@@ -271,17 +275,19 @@ def transfer_fit(s, um: UserModel) -> TrainResult:
             if bool(scale.any()):  # a second seed: the source's outputscales and noise too (they go with its
                 seeds.append(u_seed.clone())  # lengthscales; the data-based ones may start another basin)
                 seeds[-1][scale] = src_u[k_best][scale]
-        if len(seeds) > 1:  # the seed with the higher mll is relaxed (one evaluation each)
-            f0, _ = objective(um, pv)(torch.stack(seeds), torch.arange(len(seeds)))
-            seeds = [seeds[int(f0.argmin())]]
-            seed_choice = "source scales" if int(f0.argmin()) == 1 else "data-based scales"
+        known, n_compared = None, len(seeds) if len(seeds) > 1 else 0
+        if len(seeds) > 1:  # the seed with the higher mll is relaxed (one evaluation each, reused as its start)
+            f0, g0 = objective(um, pv)(torch.stack(seeds), torch.arange(len(seeds)))
+            pick = int(f0.argmin())
+            seeds, known = [seeds[pick]], (f0[pick:pick + 1], g0[pick:pick + 1])
+            seed_choice = "source scales" if pick == 1 else "data-based scales"
     with timed(times, "relaxation", um.x.device):
         rel = optimise_mll(s, um, pv, torch.stack(seeds), s.stop, optimizer=s.relax_optimizer, history=history,
-                           stage="relaxation")
+                           stage="relaxation", start=known)
     info = {"source_size": m, "n_sources": s.n_sources, "source_restarts": s.source_restarts,
             "selected_source": k_best, "source_scores": scores, "source_ll": src_ll,
             "transferred": [nm for nm in pv.names if select(nm)], "relax_iters": rel.n_iter.tolist(),
             "relax_reason": rel.reason, "relax_ll": (-rel.f * n).tolist(), "seed": seed_choice,
             "no_source": not math.isfinite(scores[k_best])}
-    return user_result(s, "TL", um, "generic", times, int(rel.n_evals.sum()), history, info,
+    return user_result(s, "TL", um, "generic", times, int(rel.n_evals.sum()) + n_compared, history, info,
                        n_source_evals=src_evals, source_size=m)
