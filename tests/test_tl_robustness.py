@@ -1,7 +1,8 @@
 """Known cases where a single TL relaxation followed its seed into the worse basin (issue 17): TL with the
 defaults must now reach DL's (R=8) basin. Basins are told apart by the final log-likelihood: the two WATER O1 q00
 basins are 2.6 % apart (373.50 and 383.49), ETHANOL H4's 0.35 %, so a 0.1 % tolerance separates them while leaving
-room for where the stopping rule (rtol 1e-6 per iteration) ends inside one basin."""
+room for where the stopping rule (rtol 1e-6 per iteration) ends inside one basin (ETHANOL H4's DL optimum is
+17666.63 with the float64 CPU path; issue 17 quoted 17666.73)."""
 from __future__ import annotations
 
 import pathlib
@@ -53,13 +54,18 @@ def test_pick_distinct():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="open case of issue 17: TL still ends at about 17605 against DL's 17667")
 def test_ethanol_h4_energy_reaches_dl_basin():
-    """ETHANOL H4 energy (GFN2, N=2000): TL 17605.33 against DL 17666.73 (-0.35 %) in issue 17."""
+    """ETHANOL H4 energy (GFN2, N=2000): DL R=8 reaches 17666.63 (2 of its 8 starts); the other basin, at 17605.49,
+    has every lengthscale about 7x shorter. Both sources and every seed screened from them lie in that worse basin;
+    the candidate with every log theta - 4 (seed_shifts) screens best and relaxes to DL's. Without it (the previous
+    default seed_shifts=(1.0,)) TL ends at 17605.49, so the test is not vacuous."""
     path = GFN2 / "ethanol" / "ETHANOL_H4_TRAINING_SET.csv"
     if not path.is_file():
         pytest.skip(f"GFN2 ethanol data not found at {path} (generate it, or link data/ to a folder holding it)")
     train = read_ichor_csv(path, ["energy"])
     dl = DirectTrainer(restarts=8, seed=0).fit(train, "energy")
+    assert dl.ll > 17650.0  # DL's better basin (17666.63); 17605.49 is the other one
     tl = TransferTrainer(seed=0).fit(train, "energy")
     assert tl.ll >= dl.ll - LL_TOL * abs(dl.ll)
+    old = TransferTrainer(seed=0, seed_shifts=(1.0,)).fit(train, "energy")
+    assert old.ll < dl.ll - LL_TOL * abs(dl.ll)

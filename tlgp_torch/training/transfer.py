@@ -70,8 +70,11 @@ class TransferTrainer(FitSettings):
         relax_seeds: how many distinct candidate seeds (screened by one full-set likelihood each: the transferred
             seed, the seed shifted by each of seed_shifts in every log theta, the other sources' optima) are relaxed
             side by side; after halving_iters L-BFGS iterations only the best goes on (successive halving).
-        seed_shifts: shifts of every log theta of the transferred seed added as candidates (a source fitted on
-            m < N points tends to longer lengthscales than the full set supports).
+        seed_shifts: shifts of every log theta of the transferred seed added as candidates, one Cholesky each: the
+            likelihood along the common scale of all lengthscales can have two maxima, and the sources may all sit
+            near the worse one. +1 (lengthscales / 1.65): a source fitted on m < N points can prefer longer
+            lengthscales than the full set supports (WATER O1 q00); -4 (lengthscales x 7.4): the full set's
+            better basin can lie that far towards longer lengthscales from every source (ETHANOL H4 energy).
         halving_iters: side-by-side iterations before the weaker seeds are dropped.
 
     Example:
@@ -96,7 +99,7 @@ class TransferTrainer(FitSettings):
     iterative: IterativeSettings = field(default_factory=IterativeSettings)
     transfer_parameters: tuple[str, ...] | Callable[[str], bool] = ("lengthscale",)  # user models, generic path
     relax_seeds: int = 2                             # best distinct seeds (screened on the full set) relaxed together
-    seed_shifts: tuple[float, ...] = (1.0,)          # extra candidates: the seed with every log theta + shift
+    seed_shifts: tuple[float, ...] = (1.0, -4.0)     # extra candidates: the seed with every log theta + shift
     halving_iters: int = 1                           # side-by-side iterations before only the best seed goes on
 
     def __post_init__(self):
@@ -228,8 +231,9 @@ class TransferTrainer(FitSettings):
 
     def _candidates(self, seeds, source_optima, members, k_best, source_curvature, bounds, spreads, no_source):
         """Seeds for the relaxation, [B, C, P]: the transferred seed, the same with every log theta + each shift
-        (a fit on m < N points tends to longer lengthscales than the full set supports), and the other sources'
-        best restarts (floored like the seed); with each one's source curvature pairs ([B, C, ...]) or None."""
+        (probes of the likelihood along the common lengthscale scale, which can have a second, better maximum),
+        and the other sources' best restarts (floored like the seed); with each one's source curvature pairs
+        ([B, C, ...]) or None."""
         B, P = seeds.shape
         K = source_optima.shape[0] // B
         d = spreads[0].numel()
