@@ -70,6 +70,7 @@ dir = "out/{system}"
     tl = cfg.transfer_trainer(seed=9)
     assert isinstance(tl, TransferTrainer) and tl.seed == 9 and tl.n_sources == 4 and tl.source_size == 100
     assert tl.transfer == ("lengthscale",) and tl.source_stop.max_iter == 20 and tl.stop.max_iter == 50
+    assert tl.source_stop.rtol == TransferTrainer().source_stop.rtol  # keys left out: the sources' own defaults
     assert tl.source_restarts == TransferTrainer().source_restarts  # unset fields keep the trainer defaults
 
 

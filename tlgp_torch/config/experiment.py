@@ -167,8 +167,9 @@ class Config:
     def transfer_trainer(self, seed: int | None = None) -> TransferTrainer:
         """TransferTrainer from [model], [train], [train.stop] and [train.tl] (optionally another seed)."""
         tl = dict(self.train.tl)
-        if isinstance(tl.get("source_stop"), dict):
-            tl["source_stop"] = StoppingRule(**tl["source_stop"])
+        if isinstance(tl.get("source_stop"), dict):  # keys left out keep TransferTrainer's source defaults
+            default = next(f for f in dataclasses.fields(TransferTrainer) if f.name == "source_stop").default_factory()
+            tl["source_stop"] = dataclasses.replace(default, **tl["source_stop"])
         if isinstance(tl.get("iterative"), dict):
             tl["iterative"] = IterativeSettings(**tl["iterative"])
         return TransferTrainer(**self._settings(seed), **tl)

@@ -90,7 +90,7 @@ class TransferTrainer(FitSettings):
     source_restarts: int = 1            # random starts per source (distinct seeds come from the other sources)
     selection: str = "holdout_mae"     # best source: "holdout_mae" (points outside its subset) or "likelihood"
     transfer: tuple[str, ...] = ("lengthscale", "noise")  # what seeds the target ("noise": a learned nugget)
-    source_stop: StoppingRule = field(default_factory=lambda: StoppingRule(rtol=1e-4))  # loose: only the basin matters
+    source_stop: StoppingRule = field(default_factory=lambda: StoppingRule(rtol=1e-4, max_iter=60))  # loose: basin only
     relax_optimizer: str | None = None               # default: `optimizer`
     min_source_size: int = 16           # a smaller subset is an error (use DirectTrainer)
     transfer_curvature: bool = True                  # seed the relaxation's L-BFGS history with the source's pairs
