@@ -175,10 +175,9 @@ def kernel_sums(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor,
     Given x (matmul_layout's re-cut training features) and limit [B] (the largest bound allowed per model, in y
     units), a call whose bound exceeds the limit on any query is recomputed from exact differences (the reference
     formula); x without limit: exact differences always; x None: the matmul form always. check=False (torch.export)
-    replaces these data-dependent branches by torch.cond (exact differences where a query is outside its window
-    or past the limit, in kernel_sums_and_grad; here, where autograd would retrace torch.cond on every call, the
-    matmul form with the wrap term always). Differentiable by autograd; the other arguments are those of
-    matmul_layout; weights [B, M, 3] from weight_columns.
+    computes the wrap term always and has no exact fallback here (autograd through torch.cond retraces its
+    backward on every call: 0.3 s per ETHANOL call); kernel_sums_and_grad takes it as torch.cond. Differentiable
+    by autograd; the other arguments are those of matmul_layout; weights [B, M, 3] from weight_columns.
 
     Example:
         >>> x, theta = torch.rand(1, 40, 3, dtype=torch.float64), torch.full((1, 3), 0.7, dtype=torch.float64)
@@ -193,15 +192,12 @@ def kernel_sums(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor,
     if x is not None and limit is None:
         return _exact_sums(q, x, sqrt_theta, cyc, period, w)
     qs, dist = _distances(q, centre, sqrt_theta, xs, xs_sq)
-    if not check and not torch.jit.is_scripting():
-        return _exported_sums(t, dist, weights, cyc, x_cyc, theta_cyc)
-    if cyc.numel() > 0 and bool(outside):
+    if cyc.numel() > 0 and (not check or bool(outside)):
         dist = dist - _wrap_excess(t, x_cyc, theta_cyc)[1].clamp_min(0.0).sum(1)
-    k = torch.exp(-dist.clamp_min(0.0))
-    if x is None or limit is None:
-        return torch.bmm(k, w.unsqueeze(-1)).squeeze(-1)
-    y3 = torch.bmm(k, weights)
-    return _exact_sums(q, x, sqrt_theta, cyc, period, w) if bool(_exceeds(y3, qs, limit)) else y3[:, :, 0]
+    y3 = torch.bmm(torch.exp(-dist.clamp_min(0.0)), weights)
+    if check and x is not None and limit is not None and bool(_exceeds(y3, qs, limit)):
+        return _exact_sums(q, x, sqrt_theta, cyc, period, w)
+    return y3[:, :, 0]
 
 
 def kernel_sums_and_grad(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torch.Tensor, xs: torch.Tensor,
@@ -229,24 +225,19 @@ def kernel_sums_and_grad(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torc
     if x is not None and limit is None:
         return _exact_sums_and_grad(q, x, sqrt_theta, cyc, period, w)
     qs, dist = _distances(q, centre, sqrt_theta, xs, xs_sq)
-    if not check and not torch.jit.is_scripting():
-        return _exported_sums_and_grad(q, t, outside, qs, dist, sqrt_theta, xs, weights, cyc, x_cyc, theta_cyc,
-                                       period, x, limit)
-    wrapped = cyc.numel() > 0 and bool(outside)
+    if not check and x is not None and not torch.jit.is_scripting():
+        return _exported_sums_and_grad(q, outside, qs, dist, sqrt_theta, xs, weights, cyc, period, x, limit)
+    wrapped = cyc.numel() > 0 and (not check or bool(outside))
     sigma, over = q.new_zeros(0), q.new_zeros(0)
     if wrapped:
         sigma, over = _wrap_excess(t, x_cyc, theta_cyc)
         dist.sub_(over.clamp_min_(0.0).sum(1))  # over [B, C, F, M]
     k = dist.clamp_min_(0.0).neg_().exp_()  # [B, F, M]
-    if x is not None and limit is not None:
-        y3 = torch.bmm(k, weights)
-        if bool(_exceeds(y3, qs, limit)):
-            return _exact_sums_and_grad(q, x, sqrt_theta, cyc, period, w)
-        total = y3[:, :, 0]
-        wk = k.mul_(w.unsqueeze(1))
-    else:
-        wk = k.mul_(w.unsqueeze(1))
-        total = wk.sum(-1)
+    y3 = torch.bmm(k, weights)
+    if x is not None and limit is not None and bool(_exceeds(y3, qs, limit)):
+        return _exact_sums_and_grad(q, x, sqrt_theta, cyc, period, w)
+    total = y3[:, :, 0]
+    wk = k.mul_(w.unsqueeze(1))
     grad = torch.bmm(wk, xs).sub_(qs * total.unsqueeze(-1)).mul_(2.0 * sqrt_theta.unsqueeze(1))
     if wrapped:
         jump = over.sign_().mul_(wk.unsqueeze(1)).sum(-1).mul_(sigma)  # sigma sum_m wk_m [|delta_m| > pi] [B, C, F]
@@ -255,29 +246,13 @@ def kernel_sums_and_grad(q: torch.Tensor, centre: torch.Tensor, sqrt_theta: torc
 
 
 @torch.jit.unused
-def _exported_sums(t: torch.Tensor, dist: torch.Tensor, weights: torch.Tensor, cyc: torch.Tensor,
-                   x_cyc: torch.Tensor, theta_cyc: torch.Tensor) -> torch.Tensor:
-    """kernel_sums under torch.export: the matmul form with the wrap term always, no exact fallback (autograd
-    through torch.cond traces its backward on every call: 0.3 s per call on ETHANOL)."""
-    if cyc.numel() > 0:
-        dist = dist - _wrap_excess(t, x_cyc, theta_cyc)[1].clamp_min(0.0).sum(1)
-    return torch.bmm(torch.exp(-dist.clamp_min(0.0)), weights[:, :, :1]).squeeze(-1)
-
-
-@torch.jit.unused
-def _exported_sums_and_grad(q: torch.Tensor, t: torch.Tensor, outside: torch.Tensor, qs: torch.Tensor,
-                            dist: torch.Tensor, sqrt_theta: torch.Tensor, xs: torch.Tensor, weights: torch.Tensor,
-                            cyc: torch.Tensor, x_cyc: torch.Tensor, theta_cyc: torch.Tensor, period: torch.Tensor,
-                            x: torch.Tensor | None, limit: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """kernel_sums_and_grad under torch.export: the data-dependent fallbacks as torch.cond."""
+def _exported_sums_and_grad(q: torch.Tensor, outside: torch.Tensor, qs: torch.Tensor, dist: torch.Tensor,
+                            sqrt_theta: torch.Tensor, xs: torch.Tensor, weights: torch.Tensor, cyc: torch.Tensor,
+                            period: torch.Tensor, x: torch.Tensor,
+                            limit: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """kernel_sums_and_grad under torch.export: exact differences (torch.cond) where a query is outside its window
+    or past the rounding limit."""
     w = weights[:, :, 0]
-    if x is None:  # no exact fallback: the wrap term always
-        sigma, over = _wrap_excess(t, x_cyc, theta_cyc)
-        wk = torch.exp(-(dist - over.clamp_min(0.0).sum(1)).clamp_min(0.0)) * w.unsqueeze(1)
-        total = wk.sum(-1)
-        grad = (torch.bmm(wk, xs) - qs * total.unsqueeze(-1)) * (2.0 * sqrt_theta.unsqueeze(1))
-        jump = (torch.sign(over) * wk.unsqueeze(1)).sum(-1) * sigma
-        return total, grad.index_add(2, cyc, (jump * ((4.0 * math.pi) * theta_cyc.unsqueeze(-1))).transpose(1, 2))
     k = torch.exp(-dist.clamp_min(0.0))
     y3 = torch.bmm(k, weights)
     total = y3[:, :, 0]
