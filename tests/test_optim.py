@@ -86,6 +86,28 @@ def test_bounds_are_respected():
     torch.testing.assert_close(res.x[0], torch.tensor([1.0, -1.0], dtype=torch.float64))
 
 
+def test_coupled_parameter_held_at_a_bound_does_not_stall():
+    """The optimum of a coupled quadratic lies past x0's upper bound: L-BFGS must move only the free parameters.
+
+    A direction that the bound then cuts fails Armijo's test; before the free-parameter mask the member alternated
+    failed searches and steepest-descent steps and stopped short (167 evaluations; a TL source on WATER H3 q10
+    ran to max_iter this way)."""
+    a = torch.tensor([[1.0, 0.9, 0.0], [0.9, 1.0, 0.5], [0.0, 0.5, 2.0]], dtype=torch.float64)
+    c = torch.tensor([5.0, -3.0, 1.0], dtype=torch.float64)
+
+    def fun(x, members):
+        delta = x - c
+        return 0.5 * (delta @ a * delta).sum(-1), delta @ a
+    upper = torch.tensor([1.0, 10.0, 10.0], dtype=torch.float64)
+    res = batched_lbfgs(fun, torch.zeros(1, 3, dtype=torch.float64), StoppingRule(rtol=1e-12, max_iter=100),
+                        upper=upper)
+    # KKT point: x0 = 1 on its bound, (x1, x2) minimise the rest: u = x1 + 3 = 3.6 / (7/8), x2 - 1 = -u / 4
+    u = 3.6 / 0.875
+    torch.testing.assert_close(res.x[0], torch.tensor([1.0, u - 3.0, 1.0 - u / 4], dtype=torch.float64),
+                               rtol=0, atol=1e-6)
+    assert res.reason == ["converged"] and int(res.n_evals[0]) < 40
+
+
 def test_infeasible_points_are_backtracked():
     """f = +inf outside x < 2 (like a failed Cholesky): the line search steps back, never returns inf."""
     def fun(x, members):

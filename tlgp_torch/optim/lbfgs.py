@@ -88,6 +88,11 @@ def _two_loop(g, S, Y, rho, valid):
     return r
 
 
+def _free(g, x, lo, hi):
+    """Mask of the parameters free to move: not sitting on a bound that their gradient pushes them through."""
+    return ~(((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0)))
+
+
 def batched_lbfgs(
     fun: Objective,
     x0: torch.Tensor,
@@ -107,7 +112,9 @@ def batched_lbfgs(
     Each member runs L-BFGS with its own curvature history (two-loop recursion) and an Armijo backtracking line
     search (sufficient decrease f(x + t d) <= f(x) + c1 t g.d, quadratic-interpolation backtracking); a member
     stops when the StoppingRule says so, at gtol, at max_iter, or when its line search fails from steepest
-    descent.
+    descent. A parameter on a bound whose gradient points out through it is held there: the direction d moves
+    only the free parameters (d = -H g restricted to them), so that the projection onto the bounds does not cut
+    the step after the line search has scaled it; gtol is tested on the gradient of the free parameters.
 
     Args:
         fun: objective fun(params [b, P], members [b]) -> (f [b], grad [b, P]) (see the module docstring).
@@ -171,15 +178,19 @@ def batched_lbfgs(
         it += 1
         idx = torch.nonzero(active).flatten()
         gi, fi, xi = g[idx], f[idx], x[idx]
-        d = -_two_loop(gi, S[idx], Y[idx], rho[idx], valid[idx])
+        # parameters held at a bound by their gradient stay there: the direction moves only the free ones (a step
+        # along a direction that the projection then cuts fails Armijo's test and stalls the member)
+        free = _free(gi, xi, lo[idx], hi[idx])
+        gf = gi * free
+        d = -_two_loop(gf, S[idx], Y[idx], rho[idx], valid[idx]) * free
         slope = (d * gi).sum(-1)
         bad = ~(slope < 0) | ~torch.isfinite(slope)
         if bool(bad.any()):  # not a descent direction: reset that member's memory
-            d[bad] = -gi[bad]
-            slope = torch.where(bad, -(gi * gi).sum(-1), slope)
+            d[bad] = -gf[bad]
+            slope = torch.where(bad, -(gf * gf).sum(-1), slope)
             valid[idx[bad]] = False
         fresh = ~valid[idx].any(-1)
-        t = torch.where(fresh, (1.0 / gi.abs().sum(-1).clamp_min(1e-300)).clamp(max=1.0), torch.ones_like(fi))
+        t = torch.where(fresh, (1.0 / gf.abs().sum(-1).clamp_min(1e-300)).clamp(max=1.0), torch.ones_like(fi))
         # Armijo backtracking, each member on its own
         searching = torch.ones(idx.numel(), dtype=torch.bool, device=dev)
         x_new, f_new, g_new = xi.clone(), fi.clone(), gi.clone()
@@ -229,7 +240,7 @@ def batched_lbfgs(
                 why = "line search failed"
             elif int(calm[k]) >= stop.patience:
                 why = "converged"
-            elif stop.gtol > 0 and float(g[k].abs().max()) <= stop.gtol:
+            elif stop.gtol > 0 and float((g[k] * _free(g[k], x[k], lo[k], hi[k])).abs().max()) <= stop.gtol:
                 why = "gradient small"
             elif int(n_iter[k]) >= stop.max_iter:
                 why = "max_iter"
