@@ -52,6 +52,8 @@ class TransferInfo:
     seed_ll: list[float] | None = None   # full-set ll of each candidate seed (exact path)
     seeds_relaxed: list[int] | None = None  # indices of the candidate seeds relaxed side by side
     seed_kept: int | None = None         # index of the candidate kept after halving
+    source_mae_ratio: float | None = None  # best source's holdout MAE / that of predicting its subset's mean
+    fallback: str | None = None          # why the target was fitted by DL's multi-start instead (else None)
 
 
 def info_dict(info: DirectInfo | TransferInfo, **more: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable
 
 import torch
@@ -17,6 +17,7 @@ from tlgp_torch.data.subsets import complement, random_subsets
 from tlgp_torch.models.posterior import fflux_predict, fflux_weights
 from tlgp_torch.optim.stopping import StoppingRule
 from tlgp_torch.runtime.device import resolve_device, timed
+from tlgp_torch.training.direct import DirectTrainer
 from tlgp_torch.training.final import FinalState, final_states
 from tlgp_torch.training.iterative import IterativeSettings, choose_relax_path, relax_iterative
 from tlgp_torch.training.multistart import make_likelihood, optimise
@@ -76,6 +77,12 @@ class TransferTrainer(FitSettings):
             lengthscales than the full set supports (WATER O1 q00); -4 (lengthscales x 7.4): the full set's
             better basin can lie that far towards longer lengthscales from every source (ETHANOL H4 energy).
         halving_iters: side-by-side iterations before the weaker seeds are dropped.
+        fallback_ratio: when every source's holdout MAE is at least this fraction of the holdout MAE of predicting
+            its subset's mean, the sources learned nothing to transfer (e.g. 400 points in 32 dimensions: m = 120
+            points per source show no structure); the target is then also fitted by DL from fallback_restarts
+            random starts (the starts DirectTrainer draws with the same seed) and the better of the relaxation and
+            the DL fit is kept (`info["fallback"]` says so). None: never. Only with selection="holdout_mae".
+        fallback_restarts: random starts of that fallback.
 
     Example:
         >>> import torch
@@ -101,6 +108,8 @@ class TransferTrainer(FitSettings):
     relax_seeds: int = 2                             # best distinct seeds (screened on the full set) relaxed together
     seed_shifts: tuple[float, ...] = (1.0, -4.0)     # extra candidates: the seed with every log theta + shift
     halving_iters: int = 1                           # side-by-side iterations before only the best seed goes on
+    fallback_ratio: float | None = 0.9               # sources no better than the mean: fit the target by DL instead
+    fallback_restarts: int = 8                       # random starts of that DL fallback
 
     def __post_init__(self):
         super().__post_init__()
@@ -109,6 +118,9 @@ class TransferTrainer(FitSettings):
                              f"{self.source_restarts}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.fallback_restarts < 1 or (self.fallback_ratio is not None and self.fallback_ratio <= 0):
+            raise ValueError(f"fallback_restarts must be >= 1 and fallback_ratio > 0 (or None), got "
+                             f"{self.fallback_restarts}, {self.fallback_ratio}")
         if self.relax_seeds < 1 or self.halving_iters < 1:
             raise ValueError(f"relax_seeds and halving_iters must be >= 1, got {self.relax_seeds}, "
                              f"{self.halving_iters}")
@@ -178,12 +190,16 @@ class TransferTrainer(FitSettings):
             best_r = f.argmin(2)                                                     # [B, K]
             members = (torch.arange(B * K, device=device) * r + best_r.reshape(-1))  # best restart of each source
             source_optima = sources.x[members]                                                   # [B*K, P]
+            ratio = torch.full((B,), math.nan, dtype=x.dtype, device=device)        # best source MAE / mean's
             if self.selection == "likelihood":
                 score = f.min(2).values                                              # -ll / m
             else:
-                score = self._holdout_mae(x, y, cyclic, subsets, lik_s, source_optima).reshape(B, K)
+                mae, mae_mean = self._holdout_mae(x, y, cyclic, subsets, lik_s, source_optima)
+                score, mae_mean = mae.reshape(B, K), mae_mean.reshape(B, K)
             score = torch.where(torch.isfinite(f.min(2).values), score, torch.full_like(score, math.inf))
             k_best = score.argmin(1)                                                 # [B]
+            if self.selection == "holdout_mae":
+                ratio = (score / mae_mean).gather(1, k_best[:, None]).squeeze(1)
         with timed(times, "transfer", device):
             chosen = torch.arange(B, device=device) * K + k_best                     # source index in B*K
             seeds = torch.cat([initial_parameters(self, spreads[b], 1, gens[b]) for b in range(B)])
@@ -224,10 +240,43 @@ class TransferTrainer(FitSettings):
                               source_iters=sources.n_iter.reshape(B, K * r)[b].tolist(), relax_iters=int(rel.n_iter[b]),
                               relax_reason=rel.reason[b], no_source=bool(no_source[b]), relax_path="exact",
                               seed_ll=rel.screened_ll[b].tolist(), seeds_relaxed=rel.relaxed[b],
-                              seed_kept=rel.kept[b])
+                              seed_kept=rel.kept[b], source_mae_ratio=float(ratio[b]))
                  for b in range(B)]
-        return build_results(self, "TL", states, x, y, cyclic, names, -rel.f * n, times, rel.n_evals.tolist(),
-                             history, infos, n_source_evals=source_evals.tolist(), source_size=[m] * B)
+        results = build_results(self, "TL", states, x, y, cyclic, names, -rel.f * n, times, rel.n_evals.tolist(),
+                                history, infos, n_source_evals=source_evals.tolist(), source_size=[m] * B)
+        return self._fallback(tasks, results, ratio, device)
+
+    def _fallback(self, tasks: list, results: list[TrainResult], ratio: torch.Tensor, device) -> list[TrainResult]:
+        """Where the best source predicts its hold-out points no better than fallback_ratio x the subset's mean
+        does, fit the task by DL (fallback_restarts starts, batched) too and keep the better of the two fits."""
+        if self.fallback_ratio is None:
+            return results
+        todo = [b for b in range(len(results)) if float(ratio[b]) >= self.fallback_ratio]
+        if not todo:
+            return results
+        log.info("TL: %d of %d tasks have sources no better than the mean (holdout MAE ratio >= %g): fitted by DL "
+                 "(%d starts) as well", len(todo), len(results), self.fallback_ratio, self.fallback_restarts)
+        settings = {f.name: getattr(self, f.name) for f in fields(FitSettings)}
+        times: dict[str, float] = {}
+        with timed(times, "fallback", device):
+            direct = DirectTrainer(restarts=self.fallback_restarts, **settings).fit_many([tasks[b] for b in todo])
+        out = list(results)
+        for res in out:
+            res.stage_times["fallback"] = times["fallback"]
+        for b, dl in zip(todo, direct):
+            tl = out[b]
+            why = (f"sources no better than the mean (holdout MAE ratio {float(ratio[b]):.3f} >= "
+                   f"{self.fallback_ratio:g}): DL from {self.fallback_restarts} starts, ll {dl.ll:.6g}, against the "
+                   f"relaxation's {tl.ll:.6g}")
+            info = {**tl.info, "fallback": why, "fallback_ll": dl.ll, "relaxation_ll": tl.ll}
+            if dl.status == "ok" and (tl.status != "ok" or dl.ll > tl.ll):
+                out[b] = replace(dl, method="TL", info={**info, "kept": "fallback", "fallback_info": dl.info},
+                                 stage_times=tl.stage_times, n_full_evals=tl.n_full_evals + dl.n_full_evals,
+                                 n_source_evals=tl.n_source_evals, source_size=tl.source_size)
+            else:
+                tl.info = {**info, "kept": "relaxation"}
+                tl.n_full_evals += dl.n_full_evals
+        return out
 
     def _candidates(self, seeds, source_optima, members, k_best, source_curvature, bounds, spreads, no_source):
         """Seeds for the relaxation, [B, C, P]: the transferred seed, the same with every log theta + each shift
@@ -298,21 +347,23 @@ class TransferTrainer(FitSettings):
             res.__dict__["weights"] = out.weights  # CG solve: no n x n factorisation later either
         return results
 
-    def _holdout_mae(self, x, y, cyclic, subsets, lik_s, source_optima) -> torch.Tensor:
-        """MAE of each source (tasks x sources, flattened) on its task's training points outside its subset."""
+    def _holdout_mae(self, x, y, cyclic, subsets, lik_s, source_optima) -> tuple[torch.Tensor, torch.Tensor]:
+        """MAE of each source (tasks x sources, flattened) on its task's training points outside its subset, and
+        the MAE there of predicting the subset's mean (the same shape)."""
         B, K, m = subsets.shape
         d = x.shape[-1]
         ev = lik_s(source_optima, member_group=torch.arange(source_optima.shape[0], device=x.device), grad=False)
         theta = source_optima[:, :d].exp()
-        out = []
+        out, base = [], []
         for j in range(B * K):
             b, idx = j // K, subsets[j // K, j % K]
+            rest = complement(x.shape[1], idx)
+            base.append((y[b, rest] - y[b, idx].mean()).abs().mean())
             if bool(ev.failed[j]):
                 out.append(y.new_tensor(math.inf))
                 continue
             mean = ev.mean_gls[j] if self.mean_rule == "gls" else y[b, idx].mean()
             w = fflux_weights(x[b, idx], y[b, idx], theta[j], mean, float(ev.nugget[j]), cyclic)
-            rest = complement(x.shape[1], idx)
             pred = fflux_predict(x[b, rest], x[b, idx], w, theta[j], mean, cyclic)
             out.append((pred - y[b, rest]).abs().mean())
-        return torch.stack(out)
+        return torch.stack(out), torch.stack(base)
