@@ -8,7 +8,9 @@ the FFLUX sets (../shared/data/fflux), and a synthetic family generated here (GP
 log-spread over 1-3 decades, D = 4..64, noise-free and noisy, 3 draws). The models of one atom (or one synthetic
 problem) are fitted as one batched program (fit_many) by each method; the batch's wall time is each model's time.
 Per model: ll of DL and TL, delta ll % (TL - DL, of |DL|), validation MAE of both, the batch times and speed-up.
-Then one summary line. Writes results/tl_robustness/{models.csv, summary.json}.
+Then the summary line, and a second line: how many models took TransferTrainer's DL fallback, and the speed-up
+over the models whose DL batch takes >= 10 s (below that both are dominated by fixed per-iteration costs).
+Writes results/tl_robustness/{models.csv, summary.json}.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from tlgp_torch.training.transfer import TransferTrainer
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LL_TOL = 0.1       # % of |ll_DL|: "within" DL's ll
 ERR_TOL = 5.0      # % of DL's validation MAE
+SLOW_DL_S = 10.0   # the summary's second speed-up counts models whose DL batch takes at least this long
 
 
 def synthetic(d: int, decades: float, noise: float, draw: int, n: int = 400, n_val: int = 200):
@@ -127,11 +130,12 @@ def main(argv: list[str] | None = None) -> int:
             dll = 100.0 * (b.ll - a.ll) / abs(a.ll) if math.isfinite(a.ll) and a.ll != 0 else math.nan
             row = {"model": f"{g['label']} {prop}", "n": a.n_points, "d": int(a.theta.numel()), "ll_dl": a.ll,
                    "ll_tl": b.ll, "dll_pct": dll, "mae_dl": mae(a, val), "mae_tl": mae(b, val), "t_dl": t_dl,
-                   "t_tl": t_tl, "speedup": t_dl / t_tl, "batch": len(g["tasks"])}
+                   "t_tl": t_tl, "speedup": t_dl / t_tl, "batch": len(g["tasks"]), "fallback": b.info.get("kept", "")}
             rows.append(row)
             print(f"{row['model']:40s} N={row['n']:5d} D={row['d']:3d}  ll DL {a.ll:12.3f} TL {b.ll:12.3f} "
                   f"dll {dll:+8.3f} %  MAE DL {row['mae_dl']:.4g} TL {row['mae_tl']:.4g}  "
-                  f"t DL {t_dl:7.1f} s TL {t_tl:6.1f} s  x{row['speedup']:.1f}", flush=True)
+                  f"t DL {t_dl:7.1f} s TL {t_tl:6.1f} s  x{row['speedup']:.1f}"
+                  + (f"  (DL fallback: {row['fallback']} kept)" if row["fallback"] else ""), flush=True)
     ok = [r for r in rows if r["dll_pct"] >= -LL_TOL]
     err_ok = [r for r in rows if not (r["mae_tl"] > r["mae_dl"] * (1 + ERR_TOL / 100))]
     speed = [r["speedup"] for r in rows]
@@ -140,6 +144,14 @@ def main(argv: list[str] | None = None) -> int:
                f"on {len(err_ok)}/{len(rows)}; worst dll {worst['dll_pct']:+.3f} % ({worst['model']}); "
                f"speed-up median {statistics.median(speed):.1f}x, minimum {min(speed):.1f}x"
                + (" [REDUCED: --quick]" if args.quick else "")) if rows else "no models"
+    slow = [r["speedup"] for r in rows if r["t_dl"] >= SLOW_DL_S]
+    fell = [r for r in rows if r["fallback"]]
+    if rows:
+        summary += (f"\nDL fallback (sources no better than the mean) on {len(fell)}/{len(rows)} models, its fit "
+                    f"kept on {sum(r['fallback'] == 'fallback' for r in fell)}; "
+                    f"speed-up where DL takes >= {SLOW_DL_S:g} s: "
+                    + (f"median {statistics.median(slow):.1f}x, minimum {min(slow):.1f}x over {len(slow)} models"
+                       if slow else "no such model"))
     print(f"\n{summary}\n(total {time.perf_counter() - t_start:.0f} s, {torch.get_num_threads()} threads)")
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
