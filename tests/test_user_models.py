@@ -138,6 +138,23 @@ def test_fast_path_optimum_outside_a_constraint_is_named_and_clamped():
     assert float(model.likelihood.noise) >= 1e-4
 
 
+def test_noise_floor_above_the_signal_is_named():
+    """y in Hartree-like units (var(y) ~ 1e-6): GaussianLikelihood's default noise >= 1e-4 exceeds the signal, the
+    mll is flat and every optimiser crawls; the trainer says so before it starts and records it. On the same data
+    standardised there is no such warning."""
+    x, y = data(n=60, d=3, noise=1e-3)
+    small = 1e-3 * (y - y.mean())
+    model = UserGP(x, small, "matern25").double()
+    with pytest.warns(ConstraintWarning, match=r"noise is constrained to >= 0.0001 .* x var\(y\) = .*Standardise"):
+        result = DirectTrainer(restarts=1, seed=0, device="cpu").fit(model)
+    assert "noise_floor" in result.info
+    model = UserGP(x, (y - y.mean()) / y.std(), "matern25").double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConstraintWarning)
+        result = DirectTrainer(restarts=1, seed=0, device="cpu").fit(model)
+    assert "noise_floor" not in result.info
+
+
 def test_transfer_widened_by_names_or_a_predicate(xy):
     x, y = xy
     small = dict(seed=0, device="cpu", n_sources=2, source_restarts=1, user_path="generic",

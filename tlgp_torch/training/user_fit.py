@@ -51,7 +51,31 @@ FIT_FORMS = (
 
 
 class ConstraintWarning(UserWarning):
-    """The fast path's optimum lay outside a constraint of the user's model and was clamped into it."""
+    """A constraint of the user's model decides the fit: the fast path's optimum lay outside it and was clamped
+    into it, or the likelihood's noise floor is not small against var(y) (see `check_noise_floor`)."""
+
+
+NOISE_FLOOR_RATIO = 0.01  # warn when the noise constraint's lower bound is at least this fraction of var(y)
+
+
+def check_noise_floor(um: UserModel) -> str | None:
+    """A warning text when the Gaussian likelihood's noise constraint cannot go below NOISE_FLOOR_RATIO var(y).
+
+    gpytorch's GaussianLikelihood defaults to noise >= 1e-4; on targets in Hartree (ETHANOL energies: var(y) ~ 8e-6)
+    that floor is larger than the signal, the data are explained as noise and the mll is a flat ridge along which
+    every optimiser crawls. None where the floor is small enough (or there is no such constraint)."""
+    noise_covar = getattr(um.likelihood, "noise_covar", None)
+    con = getattr(noise_covar, "raw_noise_constraint", None)
+    if con is None or not bool(torch.isfinite(con.lower_bound).all()):
+        return None
+    floor = float(con.lower_bound.max())
+    var = float(um.y.detach().to(torch.float64).var(dim=-1).min())
+    if var <= 0 or floor < NOISE_FLOOR_RATIO * var:
+        return None
+    return (f"likelihood.noise_covar.noise is constrained to >= {floor:.3g} ({con}), {floor / var:.3g} x var(y) = "
+            f"{var:.3g}: the model cannot fit below that noise and its mll is nearly flat. Standardise y (e.g. "
+            f"botorch's Standardize outcome transform) or build GaussianLikelihood(noise_constraint="
+            f"gpytorch.constraints.GreaterThan(1e-10))")
 
 
 def accepted_forms() -> str:
@@ -83,6 +107,9 @@ def fit_user_model(trainer: FitSettings, obj, method: str) -> TrainResult:
     if not is_user_model(obj):
         raise TypeError(f"expected a gpytorch model or mll, got {type(obj).__name__}")
     um = inspect_model(obj)
+    floor_note = check_noise_floor(um)
+    if floor_note is not None:
+        warnings.warn(floor_note, ConstraintWarning, stacklevel=3)
     mode = getattr(trainer, "user_path", "auto")
     if mode == "fast" and um.fast_path_reason is not None:
         raise ValueError(f"user_path='fast' but this model cannot take the fast path: {um.fast_path_reason}")
@@ -96,6 +123,8 @@ def fit_user_model(trainer: FitSettings, obj, method: str) -> TrainResult:
     else:
         result = direct_fit(trainer, um, trainer.restarts)
     result.info["path_reason"] = reason
+    if floor_note is not None:
+        result.info["noise_floor"] = floor_note
     return result
 
 
