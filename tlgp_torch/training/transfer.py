@@ -77,11 +77,12 @@ class TransferTrainer(FitSettings):
             lengthscales than the full set supports (WATER O1 q00); -4 (lengthscales x 7.4): the full set's
             better basin can lie that far towards longer lengthscales from every source (ETHANOL H4 energy).
         halving_iters: side-by-side iterations before the weaker seeds are dropped.
-        fallback_ratio: when every source's holdout MAE is at least this fraction of the holdout MAE of predicting
-            its subset's mean, the sources learned nothing to transfer (e.g. 400 points in 32 dimensions: m = 120
-            points per source show no structure); the target is then also fitted by DL from fallback_restarts
-            random starts (the starts DirectTrainer draws with the same seed) and the better of the relaxation and
-            the DL fit is kept (`info["fallback"]` says so). None: never. Only with selection="holdout_mae".
+        fallback_ratio: when the selected (best) source's holdout MAE is at least this fraction of the holdout MAE
+            of predicting its subset's mean, the sources learned nothing to transfer (e.g. 400 points in 32
+            dimensions: m = 120 points per source show no structure); the target is then also fitted by DL from
+            fallback_restarts random starts (the starts DirectTrainer draws with the same seed) and the better of
+            the relaxation and the DL fit is kept (`info["fallback"]` says so). None: never. Only with
+            selection="holdout_mae".
         fallback_restarts: random starts of that fallback.
 
     Example:
