@@ -3,7 +3,10 @@
 The objective of a parameter vector u (the model's trainable raw parameters, flattened) is
 f(u) = -mll(u) = -(log p(y | X, u) + log p(u)) / N, summed over batch members: gpytorch's
 ExactMarginalLogLikelihood with the model's prior and added-loss terms, computed by Cholesky up to
-MAX_EXACT points (gpytorch's CG only above). A failed factorisation is f = +inf, which the project's batched
+MAX_EXACT points (gpytorch's CG only above), with the Gaussian density's analytic backward
+(likelihoods.gaussian: one cholesky_inverse instead of autograd through the Cholesky, half the time of an
+evaluation at N=1000) and, where the mean is a plain ConstantMean, its constant at the GLS value (profiled_constant:
+the same optimum without the ridge along c). A failed factorisation is f = +inf, which the project's batched
 L-BFGS treats as infeasible (its line search backtracks). Positive parameters are optimised in log space and ARD
 lengthscales within the fast path's box (ParameterVector), so both paths stop at the same optimum when a feature
 is irrelevant and its lengthscale runs up a flat ridge. Starts are random: each ARD lengthscale vector from the
@@ -13,7 +16,9 @@ constraint. TL fits the same model on random subsets (deep copies with set_train
 selects a source by hold-out MAE or likelihood per point, copies the selected parameters (lengthscales by
 default) into a data-based start (see random_starts) and relaxes on the full mll; unless they are transferred,
 a second seed that also takes the source's outputscales and noise (which go with its lengthscales: long
-lengthscales with a large outputscale, say) is compared with it, and the seed with the higher mll is relaxed.
+lengthscales with a large outputscale, say) is relaxed side by side with it, and the better optimum is kept: each
+seed reaches the better basin on some problems and not on others, and their mll at the start does not tell which
+(docs/benchmarks.md, "user models").
 
 Example:
     >>> import gpytorch, torch
@@ -51,6 +56,7 @@ from linear_operator.utils.errors import NanError, NotPSDError
 
 from tlgp_torch.data.subsets import complement, random_subsets
 from tlgp_torch.kernels.formula import lengthscale_to_theta, theta_to_lengthscale
+from tlgp_torch.likelihoods.gaussian import NotPositiveDefinite, gaussian_log_density
 from tlgp_torch.models.anisotropic_gp import MAX_EXACT
 from tlgp_torch.optim.adam import batched_adam
 from tlgp_torch.optim.lbfgs import OptimResult, batched_lbfgs
@@ -84,13 +90,68 @@ def mll_value(um: UserModel) -> float:
         return float(um.mll(um.model(um.x), um.y).sum())
 
 
-def objective(um: UserModel, pv: ParameterVector):
-    """fun(u [b, P], members [b]) -> (f [b], grad [b, P]) with f = -mll (per point) for the batched optimisers."""
+def profiled_constant(s: FitSettings, um: UserModel) -> gpytorch.means.ConstantMean | None:
+    """The ConstantMean whose constant the generic objective maximises in closed form, or None.
+
+    With s.profile_mean, a model whose mean is c 1 from one trainable ConstantMean without a prior or a
+    constraint on c has its mll maximised over c at every evaluation (the GLS constant, as on the fast path):
+    the optimum is the same, and the ridge along c (where a large outputscale makes c nearly unidentifiable and
+    L-BFGS creeps along it for tens of iterations) is gone. Checked by a probe: shifting c by 1 must shift the
+    model's prior mean at every training point by 1."""
+    if not s.profile_mean:
+        return None
+    means = [(n, m) for n, m in um.model.named_modules() if isinstance(m, gpytorch.means.ConstantMean)
+             and m.raw_constant.requires_grad]
+    if len(means) != 1:
+        return None
+    name, mod = means[0]
+    if getattr(mod, "raw_constant_constraint", None) is not None \
+            or any(n == name or n.startswith(name + ".") for n, *_ in um.model.named_priors()):
+        return None
+    um.model.train()
+    with torch.no_grad(), mll_settings():
+        m0 = um.model(um.x).mean.clone()
+        mod.raw_constant.add_(1.0)
+        try:
+            step = um.model(um.x).mean - m0
+        finally:
+            mod.raw_constant.sub_(1.0)
+    return mod if bool(torch.allclose(step, torch.ones_like(step), rtol=0, atol=1e-9)) else None
+
+
+def exact_mll(um: UserModel, profile: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """gpytorch's exact mll per point [*batch] (prior and added-loss terms included) through the analytic-backward
+    Gaussian density (likelihoods.gaussian), and the GLS shift of the constant mean (None unless profile). Where
+    the covariance has no Cholesky factor, gpytorch's own evaluation (which adds jitter) is used instead."""
+    function_dist = um.model(um.x)
+    output = um.likelihood(function_dist)
+    try:
+        value, shift = gaussian_log_density(output.covariance_matrix, um.y - output.mean, profile)
+    except NotPositiveDefinite:
+        return um.mll(function_dist, um.y), None
+    return um.mll._add_other_terms(value, ()) / um.n, (shift if profile else None)
+
+
+def apply_profile(um: UserModel, mean: gpytorch.means.ConstantMean | None) -> None:
+    """Write the GLS constant at the current parameters into the profiled ConstantMean (no-op for None)."""
+    if mean is None:
+        return
+    um.mll.train()
+    with torch.no_grad(), mll_settings():
+        _, shift = exact_mll(um, True)
+        if shift is not None:
+            mean.raw_constant.add_(shift.reshape(mean.raw_constant.shape).to(mean.raw_constant))
+
+
+def objective(um: UserModel, pv: ParameterVector, profile: gpytorch.means.ConstantMean | None = None):
+    """fun(u [b, P], members [b]) -> (f [b], grad [b, P]) with f = -mll (per point) for the batched optimisers;
+    with `profile` (see profiled_constant) f is minimised over that constant mean in closed form (its gradient is
+    0)."""
     def one(u: torch.Tensor) -> tuple[float, torch.Tensor]:
         pv.set(u)
         try:
             with mll_settings():
-                loss = -um.mll(um.model(um.x), um.y).sum()
+                loss = -exact_mll(um, profile is not None)[0].sum()
                 if not bool(torch.isfinite(loss)):
                     return math.inf, torch.zeros_like(u)
                 g = pv.gradient(loss)
@@ -108,27 +169,25 @@ def objective(um: UserModel, pv: ParameterVector):
 
 def optimise_mll(s: FitSettings, um: UserModel, pv: ParameterVector, u0: torch.Tensor, stop: StoppingRule,
                  optimizer: str | None = None, history: list | None = None, stage: str = "",
-                 start: tuple | None = None) -> OptimResult:
+                 profile: gpytorch.means.ConstantMean | None = None) -> OptimResult:
     """Minimise -mll from every row of u0 [R, P] (one L-BFGS history / Adam state per row); the model is left
-    at the best row's parameters. start: (f [R], grad [R, P]) already known at u0 (L-BFGS only; ignored unless u0
-    lies inside the lengthscale box)."""
+    at the best row's parameters (a profiled constant mean at its GLS value; see profiled_constant)."""
     um.mll.train()
     t0 = time.perf_counter()
 
     def record(it, f, active):
         if history is not None:
             history.append({"stage": stage, "iter": it, "best_ll": float(-(f.min()) * um.n),
-                            "active": int(active.sum()), "t": time.perf_counter() - t0})
+                            "ll": (-f * um.n).tolist(), "active": int(active.sum()), "t": time.perf_counter() - t0})
     spread = feature_spread(um.x.detach().reshape(-1, um.d).to(torch.float64), generator=generator(0))
     lower, upper = pv.log_lengthscale_box([k for _, k in um.ard_kernels], spread)
     kw = dict(stop=stop, f_scale=um.n, callback=record, lower=lower.to(u0), upper=upper.to(u0))
     if (optimizer or s.optimizer) == "lbfgs":
-        inside = bool(((u0 >= kw["lower"]) & (u0 <= kw["upper"])).all())
-        res = batched_lbfgs(objective(um, pv), u0, history_size=s.history_size, start=start if inside else None,
-                            **kw)
+        res = batched_lbfgs(objective(um, pv, profile), u0, history_size=s.history_size, **kw)
     else:
-        res = batched_adam(objective(um, pv), u0, lr=s.lr, **kw)
+        res = batched_adam(objective(um, pv, profile), u0, lr=s.lr, **kw)
     pv.set(res.x[int(res.f.argmin())])
+    apply_profile(um, profile)
     return res
 
 
@@ -207,10 +266,11 @@ def direct_fit(s: FitSettings, um: UserModel, restarts: int) -> TrainResult:
     times: dict[str, float] = {}
     history: list = []
     with timed(times, "optimisation", um.x.device):
+        prof = profiled_constant(s, um)
         u0 = random_starts(s, um, pv, restarts, generator(s.seed))
-        res = optimise_mll(s, um, pv, u0, s.stop, history=history, stage="DL")
+        res = optimise_mll(s, um, pv, u0, s.stop, history=history, stage="DL", profile=prof)
     info = {"restart_ll": (-res.f * um.n).tolist(), "restart_iters": res.n_iter.tolist(),
-            "restart_reason": res.reason, "best_restart": int(res.f.argmin())}
+            "restart_reason": res.reason, "best_restart": int(res.f.argmin()), "profiled_mean": prof is not None}
     return user_result(s, "DL", um, "generic", times, int(res.n_evals.sum()), history, info)
 
 
@@ -250,7 +310,7 @@ def transfer_fit(s, um: UserModel) -> TrainResult:
             src = inspect_model(src_mll)
             spv = src.parameter_vector()
             res = optimise_mll(s, src, spv, random_starts(s, src, spv, s.source_restarts, gen), s.source_stop,
-                               history=history, stage=f"source {k}")
+                               history=history, stage=f"source {k}", profile=profiled_constant(s, src))
             src_evals += int(res.n_evals.sum())
             best_f = float(res.f.min())
             src_ll.append(-best_f * m)
@@ -265,29 +325,25 @@ def transfer_fit(s, um: UserModel) -> TrainResult:
     with timed(times, "selection", um.x.device):
         k_best = min(range(s.n_sources), key=lambda k: scores[k])
     with timed(times, "transfer", um.x.device):
+        prof = profiled_constant(s, um)
         u_seed = random_starts(s, um, pv, 1, None)[0]
         mask = pv.mask(select)
-        seeds = [u_seed]
-        seed_choice = "data-based scales"
+        seeds, labels = [u_seed], ["data-based scales"]
         if math.isfinite(scores[k_best]):
             u_seed[mask] = src_u[k_best][mask]
             scale = pv.mask(lambda name: "noise" in name or "outputscale" in name) & ~mask
             if bool(scale.any()):  # a second seed: the source's outputscales and noise too (they go with its
                 seeds.append(u_seed.clone())  # lengthscales; the data-based ones may start another basin)
                 seeds[-1][scale] = src_u[k_best][scale]
-        known, n_compared = None, len(seeds) if len(seeds) > 1 else 0
-        if len(seeds) > 1:  # the seed with the higher mll is relaxed (one evaluation each, reused as its start)
-            f0, g0 = objective(um, pv)(torch.stack(seeds), torch.arange(len(seeds)))
-            pick = int(f0.argmin())
-            seeds, known = [seeds[pick]], (f0[pick:pick + 1], g0[pick:pick + 1])
-            seed_choice = "source scales" if pick == 1 else "data-based scales"
-    with timed(times, "relaxation", um.x.device):
+                labels.append("source scales")
+    with timed(times, "relaxation", um.x.device):  # both seeds side by side, the better optimum kept
         rel = optimise_mll(s, um, pv, torch.stack(seeds), s.stop, optimizer=s.relax_optimizer, history=history,
-                           stage="relaxation", start=known)
+                           stage="relaxation", profile=prof)
     info = {"source_size": m, "n_sources": s.n_sources, "source_restarts": s.source_restarts,
             "selected_source": k_best, "source_scores": scores, "source_ll": src_ll,
             "transferred": [nm for nm in pv.names if select(nm)], "relax_iters": rel.n_iter.tolist(),
-            "relax_reason": rel.reason, "relax_ll": (-rel.f * n).tolist(), "seed": seed_choice,
-            "no_source": not math.isfinite(scores[k_best])}
-    return user_result(s, "TL", um, "generic", times, int(rel.n_evals.sum()) + n_compared, history, info,
+            "relax_reason": rel.reason, "relax_ll": (-rel.f * n).tolist(), "seeds": labels,
+            "seed": labels[int(rel.f.argmin())], "no_source": not math.isfinite(scores[k_best]),
+            "profiled_mean": prof is not None}
+    return user_result(s, "TL", um, "generic", times, int(rel.n_evals.sum()), history, info,
                        n_source_evals=src_evals, source_size=m)

@@ -48,6 +48,9 @@ class FitSettings:
         user_path: for a user's gpytorch model: "auto" (the analytic fast path where the model is
             ScaleKernel(ARD RBF / CyclicRBF) + ConstantMean + GaussianLikelihood without priors, else the generic
             path through gpytorch's mll), "fast" (error if the model does not qualify) or "generic".
+        profile_mean: generic path: maximise the mll over a trainable ConstantMean's constant in closed form (the
+            GLS constant) at every evaluation, as the fast path does, where the constant has no prior or
+            constraint; the optimum is the same and the slow ridge along the constant goes.
 
     Raises:
         ValueError: naming the field (convention, likelihood, optimizer, user_path, mean) whose value is not one
@@ -81,6 +84,7 @@ class FitSettings:
     seed: int = 0                        # random starts and subsets: same seed, same result
     memory_fraction: float = 0.5         # of free RAM / GPU memory one batched evaluation may use
     user_path: str = "auto"              # user gpytorch models: "auto" (fast where it applies), "fast", "generic"
+    profile_mean: bool = True            # generic path: constant mean at its GLS value (closed form) per evaluation
 
     def __post_init__(self):
         if self.convention not in CONVENTIONS:

@@ -36,7 +36,14 @@ import warnings
 import torch
 
 from tlgp_torch.kernels.formula import theta_to_lengthscale
-from tlgp_torch.training.generic import direct_fit, finish, mll_value, optimise_mll, transfer_fit
+from tlgp_torch.training.generic import (
+    direct_fit,
+    finish,
+    mll_value,
+    optimise_mll,
+    profiled_constant,
+    transfer_fit,
+)
 from tlgp_torch.training.result import TrainResult
 from tlgp_torch.training.settings import FitSettings
 from tlgp_torch.training.user_model import UserModel, inspect_model, is_user_model, set_value
@@ -141,7 +148,7 @@ def _fast_fit(trainer: FitSettings, um: UserModel, method: str) -> TrainResult:
             warnings.warn(f"{p}: clamped into it, then relaxed on the generic path", ConstraintWarning, stacklevel=4)
         pv = um.parameter_vector()
         rel = optimise_mll(trainer, um, pv, pv.get().unsqueeze(0), trainer.stop, history=result.history,
-                           stage="constrained relaxation")
+                           stage="constrained relaxation", profile=profiled_constant(trainer, um))
         result.n_full_evals += int(rel.n_evals.sum())
         path = "fast+generic"
     result.info.update(path=path, ll_fflux=result.ll, constraint_problems=problems)
