@@ -95,3 +95,23 @@ def test_generic_objective_equals_gpytorch_mll_and_its_autograd_gradient():
     k = [i for i, name in enumerate(ppv.names) if "raw_constant" in name]
     assert float(fp[0]) < float(fu[0])               # constant 0 against data around 3: the GLS constant is better
     assert float(gp[0, k].abs().max()) < 1e-10
+
+
+def test_switched_off_lengthscale_is_revived_to_the_typical_ratio():
+    from tlgp_torch.training.generic import revive_switched_off
+    from tlgp_torch.training.prepare import generator
+    from tlgp_torch.training.starts import feature_spread
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(50, 3, dtype=torch.float64, generator=g) * torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64)
+    um = inspect_model(Matern(x, x.sum(-1)).double())
+    pv = um.parameter_vector()
+    s = feature_spread(x, generator=generator(0))
+    k = [i for i, name in enumerate(pv.names) if "lengthscale" in name][0]
+    at = sum(pv.sizes[:k])
+    u = pv.get()
+    u[at:at + 3] = (torch.tensor([20.0, 60.0, 5000.0], dtype=torch.float64) * s).log()   # l/s: 20, 60, 5000
+    before = u.clone()
+    assert revive_switched_off(um, pv, u, 1e-3) == 1
+    assert torch.equal(u[:at + 2], before[:at + 2]) and torch.equal(u[at + 3:], before[at + 3:])
+    assert float(u[at + 2].exp() / s[2]) == pytest.approx(1200 ** 0.5, rel=1e-9)   # geometric median of 20, 60
+    assert revive_switched_off(um, pv, u, 1e-3) == 0                               # nothing left to revive

@@ -286,6 +286,33 @@ def holdout_mae(model: gpytorch.models.ExactGP, x: torch.Tensor, y: torch.Tensor
     return err if math.isfinite(err) else math.inf
 
 
+def revive_switched_off(um: UserModel, pv: ParameterVector, u: torch.Tensor, floor: float) -> int:
+    """Bring back, in place in u [P], the ARD lengthscales a source switched off; returns how many.
+
+    A lengthscale with 2 theta_d s_d^2 = (s_d / l_d)^2 < floor^2 (l_d > s_d / floor: the kernel varies by less
+    than floor^2 across the feature's spread s_d) sits on a flat ridge where its gradient vanishes, so the
+    relaxation cannot switch the feature back on. It is set to the (geometric) median l / s of that kernel's
+    other lengthscales times its own s_d. (Matern optima put relevant features at l/s of 20 to 200, so the fast
+    path's floor on 2 theta s^2 itself would disturb them.)"""
+    spread = feature_spread(um.x.detach().reshape(-1, um.d).to(torch.float64), generator=generator(0))
+    count, start = 0, 0
+    for p, size, con in zip(pv.params, pv.sizes, pv.log_constraints):
+        kernel = next((k for _, k in um.ard_kernels if p is k.raw_lengthscale), None)
+        if kernel is not None and con is not None:  # u = log(l - b) with b the constraint's lower bound
+            dims = kernel.active_dims.cpu() if kernel.active_dims is not None else torch.arange(um.d)
+            s_d = spread[dims].expand(*p.shape[:-1], -1).reshape(-1).to(u)
+            b = float(con.lower_bound.reshape(-1)[0])
+            ratio = (u[start:start + size].exp() + b) / s_d
+            off = ratio > 1.0 / floor
+            if bool(off.any()) and not bool(off.all()):
+                typical = torch.quantile(ratio[~off].log(), 0.5).exp()  # geometric median
+                u[start:start + size] = torch.where(off, (typical * s_d - b).clamp_min(1e-300).log(),
+                                                    u[start:start + size])
+                count += int(off.sum())
+        start += size
+    return count
+
+
 def transfer_fit(s, um: UserModel) -> TrainResult:
     """TL on the user's mll (s: TransferTrainer settings): seed sources on subsets, select, transfer, relax."""
     n = um.n
@@ -328,9 +355,11 @@ def transfer_fit(s, um: UserModel) -> TrainResult:
         prof = profiled_constant(s, um)
         u_seed = random_starts(s, um, pv, 1, None)[0]
         mask = pv.mask(select)
-        seeds, labels = [u_seed], ["data-based scales"]
+        seeds, labels, revived = [u_seed], ["data-based scales"], 0
         if math.isfinite(scores[k_best]):
             u_seed[mask] = src_u[k_best][mask]
+            if s.revive_floor is not None:
+                revived = revive_switched_off(um, pv, u_seed, s.revive_floor)
             scale = pv.mask(lambda name: "noise" in name or "outputscale" in name) & ~mask
             if bool(scale.any()):  # a second seed: the source's outputscales and noise too (they go with its
                 seeds.append(u_seed.clone())  # lengthscales; the data-based ones may start another basin)
@@ -344,6 +373,6 @@ def transfer_fit(s, um: UserModel) -> TrainResult:
             "transferred": [nm for nm in pv.names if select(nm)], "relax_iters": rel.n_iter.tolist(),
             "relax_reason": rel.reason, "relax_ll": (-rel.f * n).tolist(), "seeds": labels,
             "seed": labels[int(rel.f.argmin())], "no_source": not math.isfinite(scores[k_best]),
-            "profiled_mean": prof is not None}
+            "profiled_mean": prof is not None, "revived": revived}
     return user_result(s, "TL", um, "generic", times, int(rel.n_evals.sum()), history, info,
                        n_source_evals=src_evals, source_size=m)
