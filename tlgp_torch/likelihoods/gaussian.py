@@ -41,6 +41,8 @@ import math
 
 import torch
 
+from tlgp_torch.likelihoods.gls import gls_from_solves
+
 
 class NotPositiveDefinite(RuntimeError):
     """K has no Cholesky factor in its dtype (raised by gaussian_log_density; callers fall back to jitter)."""
@@ -58,8 +60,7 @@ class _LogDensity(torch.autograd.Function):
         rhs = torch.stack([r, torch.ones_like(r)], -1) if profile else r.unsqueeze(-1)
         sol = torch.cholesky_solve(rhs, L)
         if profile:
-            c = sol[..., 0].sum(-1) / sol[..., 1].sum(-1)
-            alpha = sol[..., 0] - c.unsqueeze(-1) * sol[..., 1]
+            c, alpha = gls_from_solves(0.0, sol)
             resid = r - c.unsqueeze(-1)
         else:
             c = r.new_zeros(r.shape[:-1])
