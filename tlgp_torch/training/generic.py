@@ -167,6 +167,12 @@ def objective(um: UserModel, pv: ParameterVector, profile: gpytorch.means.Consta
     return fun
 
 
+def box_spread(um: UserModel) -> torch.Tensor:
+    """Feature spreads s_d [D] of the training inputs (all batch members), drawn with the fixed generator(0), that
+    size the lengthscale box of every optimisation and the revive test, so both see the same s_d."""
+    return feature_spread(um.x.detach().reshape(-1, um.d).to(torch.float64), generator=generator(0))
+
+
 def optimise_mll(s: FitSettings, um: UserModel, pv: ParameterVector, u0: torch.Tensor, stop: StoppingRule,
                  optimizer: str | None = None, history: list | None = None, stage: str = "",
                  profile: gpytorch.means.ConstantMean | None = None) -> OptimResult:
@@ -179,7 +185,7 @@ def optimise_mll(s: FitSettings, um: UserModel, pv: ParameterVector, u0: torch.T
         if history is not None:
             history.append({"stage": stage, "iter": it, "best_ll": float(-(f.min()) * um.n),
                             "ll": (-f * um.n).tolist(), "active": int(active.sum()), "t": time.perf_counter() - t0})
-    spread = feature_spread(um.x.detach().reshape(-1, um.d).to(torch.float64), generator=generator(0))
+    spread = box_spread(um)
     lower, upper = pv.log_lengthscale_box([k for _, k in um.ard_kernels], spread)
     kw = dict(stop=stop, f_scale=um.n, callback=record, lower=lower.to(u0), upper=upper.to(u0))
     if (optimizer or s.optimizer) == "lbfgs":
@@ -294,7 +300,7 @@ def revive_switched_off(um: UserModel, pv: ParameterVector, u: torch.Tensor, flo
     relaxation cannot switch the feature back on. It is set to the (geometric) median l / s of that kernel's
     other lengthscales times its own s_d. (Matern optima put relevant features at l/s of 20 to 200, so the fast
     path's floor on 2 theta s^2 itself would disturb them.)"""
-    spread = feature_spread(um.x.detach().reshape(-1, um.d).to(torch.float64), generator=generator(0))
+    spread = box_spread(um)
     count, start = 0, 0
     for p, size, con in zip(pv.params, pv.sizes, pv.log_constraints):
         kernel = next((k for _, k in um.ard_kernels if p is k.raw_lengthscale), None)
