@@ -114,6 +114,37 @@ def test_user_models_trained_in_place_by_tl_and_dl(kernel, xy):
     assert math.isclose(final_mll(fresh), got, rel_tol=1e-12)
 
 
+class MaternGP(UserGP):
+    """UserGP with a Matern-nu ARD kernel (the generic path)."""
+
+    def __init__(self, x, y, nu: float):
+        super().__init__(x, y, "matern25")
+        self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.MaternKernel(nu=nu, ard_num_dims=x.shape[-1]))
+
+
+@pytest.mark.parametrize("nu", [2.5, 1.5])
+def test_generic_tl_relaxes_the_second_seed_only_below_the_source(nu):
+    """The generic TL relaxes the data-based seed; the seed with the source's outputscale and noise only when that
+    relaxation ends below the selected source's ll per point. On this smooth 150-point problem the Matern-1.5
+    data-based seed relaxes onto the all-noise plateau (ll per point ~ -1.42, as -0.5 (1 + log 2 pi) with y
+    standardised) and the second seed must rescue it; the Matern-2.5 one ends far above its source (~2.97 against
+    ~1.9-2.0 per point) and is kept alone."""
+    x, y = data(150, 4, noise=1e-3, seed=4)
+    y = (y - y.mean()) / y.std()
+    model = MaternGP(x, y, nu).double()
+    res = TransferTrainer(seed=0, device="cpu").fit(model)
+    info = res.info
+    per_point = [v / 150 for v in info["relax_ll"]]
+    source = max(info["source_ll"]) / res.source_size
+    assert res.ll / 150 > source + 0.3                       # well above the source: not the plateau
+    assert final_mll(model) > 2.0
+    if nu == 2.5:
+        assert info["seeds"] == ["data-based scales"] and len(per_point) == 1
+    else:
+        assert info["seeds"] == ["data-based scales", "source scales"] and info["seed"] == "source scales"
+        assert per_point[0] < -1.3 < 2.0 < per_point[1]      # plateau, then the rescue
+
+
 def test_fast_and_generic_paths_reach_the_same_optimum():
     x, y = data(noise=0.05)  # noise variance 2.5e-3: an interior optimum, away from the default noise constraint
     tight = StoppingRule(rtol=1e-10, max_iter=500)
