@@ -122,27 +122,70 @@ class MaternGP(UserGP):
         self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.MaternKernel(nu=nu, ard_num_dims=x.shape[-1]))
 
 
-@pytest.mark.parametrize("nu", [2.5, 1.5])
-def test_generic_tl_relaxes_the_second_seed_only_below_the_source(nu):
-    """The generic TL relaxes the data-based seed; the seed with the source's outputscale and noise only when that
-    relaxation ends below the selected source's ll per point. On this smooth 150-point problem the Matern-1.5
-    data-based seed relaxes onto the all-noise plateau (ll per point ~ -1.42, as -0.5 (1 + log 2 pi) with y
-    standardised) and the second seed must rescue it; the Matern-2.5 one ends far above its source (~2.97 against
-    ~1.9-2.0 per point) and is kept alone."""
+def smooth_150(nu: float) -> MaternGP:
+    """A smooth 150-point, 4-feature problem (y standardised) on which a Matern-1.5 seed with outputscale var(y)
+    and noise 1e-2 var(y) relaxes onto the all-noise plateau (ll per point ~ -1.42 = -0.5 (1 + log 2 pi))."""
     x, y = data(150, 4, noise=1e-3, seed=4)
-    y = (y - y.mean()) / y.std()
-    model = MaternGP(x, y, nu).double()
+    return MaternGP(x, (y - y.mean()) / y.std(), nu).double()
+
+
+@pytest.mark.parametrize("nu", [2.5, 1.5])
+def test_generic_tl_relaxes_one_seed_from_the_fitted_amplitude(nu):
+    """The data-based seed, put at its best amplitude and noise ratio, relaxes alone into the good basin (ll per
+    point ~2.97 and ~2.74, far above the sources' ~1.6-2.0); without the amplitude fit the Matern-1.5 seed ran onto
+    the all-noise plateau and needed the second seed."""
+    model = smooth_150(nu)
     res = TransferTrainer(seed=0, device="cpu").fit(model)
-    info = res.info
-    per_point = [v / 150 for v in info["relax_ll"]]
-    source = max(info["source_ll"]) / res.source_size
-    assert res.ll / 150 > source + 0.3                       # well above the source: not the plateau
-    assert final_mll(model) > 2.0
-    if nu == 2.5:
-        assert info["seeds"] == ["data-based scales"] and len(per_point) == 1
-    else:
-        assert info["seeds"] == ["data-based scales", "source scales"] and info["seed"] == "source scales"
-        assert per_point[0] < -1.3 < 2.0 < per_point[1]      # plateau, then the rescue
+    assert res.info["seeds"] == ["data-based scales"] and len(res.info["relax_ll"]) == 1
+    assert res.info["amplitude"] != 1.0
+    assert res.ll / 150 > max(res.info["source_ll"]) / res.source_size + 0.3
+    assert final_mll(model) > 2.5
+
+
+def test_generic_tl_relaxes_the_second_seed_when_the_first_falls_below_the_source(monkeypatch):
+    """Where the first relaxation ends below the selected source's ll per point (here the all-noise plateau, got by
+    switching the amplitude fit off), the seed with the source's outputscale and noise is relaxed too and kept."""
+    from tlgp_torch.training import generic
+    monkeypatch.setattr(generic, "fit_amplitude", lambda *args, **kwargs: 1.0)
+    model = smooth_150(1.5)
+    res = TransferTrainer(seed=0, device="cpu").fit(model)
+    first, second = (v / 150 for v in res.info["relax_ll"])
+    assert res.info["seeds"] == ["data-based scales", "source scales"] and res.info["seed"] == "source scales"
+    assert first < -1.3 < 2.0 < second
+    assert final_mll(model) == pytest.approx(second, abs=1e-6)
+
+
+def test_fit_amplitude_maximises_along_the_scale_ray_and_leaves_nonlinear_models_alone():
+    """After fit_amplitude the mll is at a maximum along outputscale and noise scaled together (5 % either way is
+    lower) and not below the seed's; a product of two ScaleKernels (K not linear in the scales) is left as it is."""
+    from tlgp_torch.training import generic
+    from tlgp_torch.training.user_model import inspect_model, set_value
+
+    def mll_at(um, pv, u, f=1.0):
+        pv.set(u)
+        for mod, name in generic.scale_modules(um):
+            set_value(mod, name, f * getattr(mod, name).detach())
+        return generic.mll_value(um)
+    x, y = data(150, 4, noise=1e-3, seed=4)
+    lik = gpytorch.likelihoods.GaussianLikelihood(noise_constraint=gpytorch.constraints.GreaterThan(1e-10))
+    model = UserGP(x, (y - y.mean()) / y.std(), "matern25", likelihood=lik).double()
+    um = inspect_model(gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, model))
+    pv = um.parameter_vector()
+    u0 = pv.get()
+    u = u0.clone()
+    lam = generic.fit_amplitude(um, pv, u)
+    assert lam != 1.0 and torch.equal(pv.get(), u0)       # the model itself is left as it was
+    best = mll_at(um, pv, u)
+    assert mll_at(um, pv, u, 0.95) < best and mll_at(um, pv, u, 1.05) < best
+    assert best > mll_at(um, pv, u0)
+    x, y = data(60, 3)
+    prod = UserGP(x, y, "rbf").double()
+    prod.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(ard_num_dims=3)) \
+        * gpytorch.kernels.ScaleKernel(gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=3))
+    um = inspect_model(gpytorch.mlls.ExactMarginalLogLikelihood(prod.likelihood, prod))
+    pv = um.parameter_vector()
+    u = pv.get()
+    assert generic.fit_amplitude(um, pv, u) == 1.0 and torch.equal(u, pv.get())
 
 
 def test_fast_and_generic_paths_reach_the_same_optimum():
