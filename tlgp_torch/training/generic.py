@@ -361,8 +361,9 @@ def fit_amplitude(um: UserModel, pv: ParameterVector, u: torch.Tensor,
         pv.set(u)
         um.model.train()
         with torch.no_grad(), mll_settings():
-            out = um.likelihood(um.model(um.x))
-            K, r = out.covariance_matrix, um.y - out.mean
+            prior = um.model(um.x)
+            out = um.likelihood(prior)
+            K = out.covariance_matrix
             values = [getattr(m, name).detach().clone() for m, name in mods]
             for (m, name), v in zip(mods, values):
                 set_value(m, name, 2 * v)
@@ -371,7 +372,7 @@ def fit_amplitude(um: UserModel, pv: ParameterVector, u: torch.Tensor,
                 set_value(m, name, v)
             if not bool(torch.allclose(K2, 2 * K, rtol=1e-9, atol=0)):
                 return 1.0
-            K_f = um.model(um.x).covariance_matrix.expand_as(K)
+            K_f = prior.covariance_matrix.expand_as(K)
             noise_part = K - K_f
             has_noise = any(name == "noise" for _, name in mods)
             best = None

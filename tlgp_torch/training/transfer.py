@@ -68,8 +68,10 @@ class TransferTrainer(FitSettings):
             copies from the source: name fragments matched against the parameter names (default
             ("lengthscale",); e.g. ("lengthscale", "outputscale", "noise", "mean_module")) or a predicate
             name -> bool; the others start from data-based values (constant mean = mean(y), outputscale = var(y),
-            noise = 1e-2 var(y)); a second seed that also takes the source's outputscales and noise is relaxed
-            too when the first relaxation ends below the selected source's ll per point, and the better kept.
+            noise = 1e-2 var(y), then outputscale and noise moved to their best common factor and ratio for the
+            seed's lengthscales in closed form, training.generic.fit_amplitude); a second seed that also takes the
+            source's outputscales and noise is relaxed too when the first relaxation ends below the selected
+            source's ll per point, and the better kept.
         relax_seeds: how many distinct candidate seeds (screened by one full-set likelihood each: the transferred
             seed, the seed shifted by each of seed_shifts in every log theta, the other sources' optima) are relaxed
             side by side; after halving_iters L-BFGS iterations only the best goes on (successive halving).
