@@ -48,6 +48,16 @@ class NotPositiveDefinite(RuntimeError):
     """K has no Cholesky factor in its dtype (raised by gaussian_log_density; callers fall back to jitter)."""
 
 
+def residual_solve(L: torch.Tensor, r: torch.Tensor, profile: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(c [*batch], alpha [*batch, N], resid [*batch, N]) from the Cholesky factor L of K and the residual r:
+    resid = r - c 1 and alpha = K^-1 resid, with c the GLS constant 1'K^-1 r / 1'K^-1 1 (profile) or 0.
+    r' K^-1 r of the density is (resid * alpha).sum(-1)."""
+    if profile:
+        c, alpha = gls_from_solves(0.0, torch.cholesky_solve(torch.stack([r, torch.ones_like(r)], -1), L))
+        return c, alpha, r - c.unsqueeze(-1)
+    return r.new_zeros(r.shape[:-1]), torch.cholesky_solve(r.unsqueeze(-1), L)[..., 0], r
+
+
 class _LogDensity(torch.autograd.Function):
     """(K, r, profile) -> (log p [*batch], c [*batch]); the backward is the analytic one of the module docstring."""
 
@@ -57,14 +67,7 @@ class _LogDensity(torch.autograd.Function):
         if bool((info != 0).any()):
             raise NotPositiveDefinite(f"the covariance is not positive definite (Cholesky failed at column "
                                       f"{int(info.max())} of {K.shape[-1]})")
-        rhs = torch.stack([r, torch.ones_like(r)], -1) if profile else r.unsqueeze(-1)
-        sol = torch.cholesky_solve(rhs, L)
-        if profile:
-            c, alpha = gls_from_solves(0.0, sol)
-            resid = r - c.unsqueeze(-1)
-        else:
-            c = r.new_zeros(r.shape[:-1])
-            alpha, resid = sol[..., 0], r
+        c, alpha, resid = residual_solve(L, r, profile)
         logdet = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         n = K.shape[-1]
         value = -0.5 * ((resid * alpha).sum(-1) + logdet + n * math.log(2 * math.pi))

@@ -60,8 +60,7 @@ from linear_operator.utils.errors import NanError, NotPSDError
 
 from tlgp_torch.data.subsets import complement, random_subsets
 from tlgp_torch.kernels.formula import lengthscale_to_theta, theta_to_lengthscale
-from tlgp_torch.likelihoods.gaussian import NotPositiveDefinite, gaussian_log_density
-from tlgp_torch.likelihoods.gls import gls_from_solves
+from tlgp_torch.likelihoods.gaussian import NotPositiveDefinite, gaussian_log_density, residual_solve
 from tlgp_torch.models.anisotropic_gp import MAX_EXACT
 from tlgp_torch.optim.adam import batched_adam
 from tlgp_torch.optim.lbfgs import OptimResult, batched_lbfgs
@@ -365,40 +364,27 @@ def fit_amplitude(um: UserModel, pv: ParameterVector, u: torch.Tensor,
             out = um.likelihood(prior)
             K = out.covariance_matrix
             values = [getattr(m, name).detach().clone() for m, name in mods]
-            for (m, name), v in zip(mods, values):
+            for (m, name), v in zip(mods, values):  # the probe; every value is rewritten below (or restored)
                 set_value(m, name, 2 * v)
-            K2 = um.likelihood(um.model(um.x)).covariance_matrix
-            for (m, name), v in zip(mods, values):
-                set_value(m, name, v)
-            if not bool(torch.allclose(K2, 2 * K, rtol=1e-9, atol=0)):
+            if not bool(torch.allclose(um.likelihood(um.model(um.x)).covariance_matrix, 2 * K, rtol=1e-9, atol=0)):
                 return 1.0
             K_f = prior.covariance_matrix.expand_as(K)
-            noise_part = K - K_f
-            has_noise = any(name == "noise" for _, name in mods)
+            noise_part, r = K - K_f, um.y - out.mean
             best = None
-            for rho in (NOISE_RATIOS if has_noise else (1.0,)):
-                A = K_f + rho * noise_part
-                L, info = torch.linalg.cholesky_ex(A)
+            for rho in (NOISE_RATIOS if any(name == "noise" for _, name in mods) else (1.0,)):
+                L, info = torch.linalg.cholesky_ex(K_f + rho * noise_part)
                 if bool((info != 0).any()):
                     continue
-                r = um.y - out.mean
-                if profile is not None:
-                    c, alpha = gls_from_solves(0.0, torch.cholesky_solve(torch.stack([r, torch.ones_like(r)], -1), L))
-                    r = r - c.unsqueeze(-1)
-                else:
-                    alpha = torch.cholesky_solve(r.unsqueeze(-1), L)[..., 0]
-                quad = (r * alpha).sum(-1)
+                _, alpha, resid = residual_solve(L, r, profile is not None)
+                quad = (resid * alpha).sum(-1)
                 conc = float((-0.5 * um.n * (quad / um.n).log() - L.diagonal(dim1=-2, dim2=-1).log().sum(-1)).sum())
                 if math.isfinite(conc) and (best is None or conc > best[0]):
                     best = (conc, rho, float((quad / um.n).reshape(-1).mean()))
-            if best is None:
+            if best is None or not (math.isfinite(best[2]) and best[2] > 0):
                 return 1.0
             _, rho, lam = best
-            if not (math.isfinite(lam) and lam > 0):
-                return 1.0
-            values = [v * rho if name == "noise" else v for (m, name), v in zip(mods, values)]
             for (m, name), v in zip(mods, values):
-                set_value(m, name, lam * v)
+                set_value(m, name, lam * v * (rho if name == "noise" else 1.0))
             u.copy_(pv.get())
         return lam
     except (NotPositiveDefinite, NotPSDError, NanError, torch.linalg.LinAlgError):
@@ -464,8 +450,7 @@ def transfer_fit(s, um: UserModel) -> TrainResult:
     with timed(times, "relaxation", um.x.device):
         runs = [optimise_mll(s, um, pv, seeds[0].unsqueeze(0), s.stop, optimizer=s.relax_optimizer,
                              history=history, stage="relaxation", profile=prof)]
-        floor = src_ll[k_best] / m if math.isfinite(scores[k_best]) else -math.inf
-        if len(seeds) > 1 and not float(-runs[0].f[0]) >= floor:  # below the source's ll per point: another basin
+        if len(seeds) > 1 and not float(-runs[0].f[0]) >= src_ll[k_best] / m:  # below the source per point
             runs.append(optimise_mll(s, um, pv, seeds[1].unsqueeze(0), s.stop, optimizer=s.relax_optimizer,
                                      history=history, stage="relaxation, source scales", profile=prof))
         f = torch.cat([r.f for r in runs])
