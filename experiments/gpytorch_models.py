@@ -32,6 +32,7 @@ import torch
 
 from tlgp_torch import DirectTrainer, TransferTrainer
 from tlgp_torch.io.ichor_csv import read_ichor_csv, read_validation_set
+from tlgp_torch.runtime.allocator import tune_cpu_allocator
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 KERNELS = {"rbf": lambda d: gpytorch.kernels.RBFKernel(ard_num_dims=d),
@@ -139,17 +140,17 @@ def plain_lbfgs(model, max_iter: int = 500) -> None:
         opt.step(closure)
 
 
-def run_one(method: str, kernel: str, data: tuple, seed: int) -> dict:
+def run_one(method: str, kernel: str, data: tuple, seed: int, allocator: str = "tuned") -> dict:
     x, y, xt, yt = data
     model = UserGP(x, y, kernel).double()
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     try:
         if method in ("TL", "TL-generic"):
-            TransferTrainer(seed=seed, device="cpu",
+            TransferTrainer(seed=seed, device="cpu", cpu_allocator=allocator,
                             user_path="generic" if method == "TL-generic" else "auto").fit(model)
         elif method in ("DL", "DL-generic"):
-            DirectTrainer(restarts=8, seed=seed, device="cpu",
+            DirectTrainer(restarts=8, seed=seed, device="cpu", cpu_allocator=allocator,
                           user_path="generic" if method == "DL-generic" else "auto").fit(model)
         elif method == "Adam-200":
             plain_adam(model)
@@ -176,8 +177,12 @@ def main() -> None:
     ap.add_argument("--raw-y", action="store_true", help="keep y in its own units (Hartree for ethanol and "
                     "GLYCINE: GaussianLikelihood's default noise >= 1e-4 then exceeds var(y) and every mll is flat); "
                     "default: standardise y with the training mean and sd, as gpytorch users do")
+    ap.add_argument("--allocator", choices=["tuned", "system"], default="tuned",
+                    help="tuned: glibc malloc thresholds raised for every method, the gpytorch recipes too "
+                    "(runtime.allocator; the trainers' default); system: malloc left alone for every method")
     ap.add_argument("--out", default=str(REPO / "results" / "gpytorch_models"))
     args = ap.parse_args()
+    tuned = args.allocator == "tuned" and tune_cpu_allocator()
     warnings.simplefilter("ignore")
     sets = data_sets(args.sets, args.synthetic_d)
     if args.n_train or args.n_test:
@@ -190,7 +195,7 @@ def main() -> None:
         for k, (x, y, xt, yt) in list(sets.items()):
             mu, sd = y.mean(), y.std()
             sets[k] = (x, (y - mu) / sd, xt, (yt - mu) / sd)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; CPU allocator: " + ("glibc thresholds raised (all methods)" if tuned else "system"))
     print(f"medians of {args.runs} run(s); mll = gpytorch exact mll per point; RMSE in "
           + ("y units" if args.raw_y else "units of the training sd of y (y standardised; --raw-y: own units)"))
     rows, runs = [], []
@@ -198,7 +203,7 @@ def main() -> None:
         for kernel in args.kernels:
             med = {}
             for method in args.methods:
-                res = [run_one(method, kernel, data, seed) for seed in range(args.runs)]
+                res = [run_one(method, kernel, data, seed, args.allocator) for seed in range(args.runs)]
                 runs += [{"set": name, "kernel": kernel, "method": method, "seed": s, **r} for s, r in enumerate(res)]
                 med[method] = {k: statistics.median(r[k] for r in res) for k in ("wall_s", "mll", "rmse")}
             row = {"set": name, "N": len(data[0]), "D": data[0].shape[1], "kernel": kernel}

@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--convention", default="fflux", choices=("fflux", "gpytorch"))
     p.add_argument("--mean", default="auto", choices=("auto", "gls", "train"), help="prediction mean")
+    p.add_argument("--allocator", default="tuned", choices=("tuned", "system"),
+                   help="FitSettings.cpu_allocator for DL and TL alike (process-wide once tuned: compare modes "
+                   "in separate runs)")
     p.add_argument("--data-dir", default=os.environ.get("TLGP_DATA_DIR", str(REPO.parent / "shared/data/fflux")))
     p.add_argument("--out", default=str(REPO / "results" / "tl_vs_dl"))
     args = p.parse_args(argv)
@@ -57,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data folder {data} not found: pass --data-dir or set TLGP_DATA_DIR", file=sys.stderr)
         return 2
     stop = StoppingRule(rtol=args.rtol)
-    common = dict(stop=stop, device=args.device, convention=args.convention, mean=args.mean)
+    common = dict(stop=stop, device=args.device, convention=args.convention, mean=args.mean,
+                  cpu_allocator=args.allocator)
     trainers = {"DL": lambda seed: DirectTrainer(restarts=args.restarts, seed=seed, **common),
                 "TL": lambda seed: TransferTrainer(seed=seed, **common)}
     summary, runs = [], []

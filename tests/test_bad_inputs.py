@@ -94,16 +94,19 @@ def test_identical_rows_are_a_clear_error():
 
 def test_fewer_points_than_features_warns_and_trains():
     x, y = _xy(n=5, d=8)
-    with pytest.warns(UserWarning, match=r"fewer training points \(5\) than features \(8\)"):
+    with pytest.warns(UserWarning, match=r"fewer training points \(5\) than features \(8\)") as record:
         res = DirectTrainer(**TINY_FIT).fit((x, y), "iqa")
     assert res.status == "ok" and torch.isfinite(res.predict(x)).all()
+    # the warning names the user's line (this file), not a frame inside tlgp_torch
+    assert [w.filename for w in record if "fewer training points" in str(w.message)] == [__file__]
 
 
 def test_training_data_that_require_grad_are_detached_with_a_warning():
     x, y = _xy()
     xg = x.clone().requires_grad_(True)
-    with pytest.warns(UserWarning, match="training uses x.detach"):
+    with pytest.warns(UserWarning, match="training uses x.detach") as record:
         res = DirectTrainer(**TINY_FIT).fit((xg, y), "iqa")
+    assert {w.filename for w in record if "x.detach" in str(w.message)} == {__file__}
     ref = DirectTrainer(**TINY_FIT).fit((x, y), "iqa")
     # the same data, the same seed, the same program: the same fit (the values, not the autograd flag, are used)
     assert res.ll_concentrated == pytest.approx(ref.ll_concentrated, rel=1e-12)

@@ -206,9 +206,10 @@ def test_fast_and_generic_paths_reach_the_same_optimum():
 def test_fast_path_optimum_outside_a_constraint_is_named_and_clamped():
     x, y = data(noise=1e-3)  # noise variance 1e-6, below GaussianLikelihood's default GreaterThan(1e-4)
     model = UserGP(x, y).double()
-    with pytest.warns(ConstraintWarning, match=r"noise: optimum .* lies outside the constraint GreaterThan"):
+    with pytest.warns(ConstraintWarning, match=r"noise: optimum .* lies outside the constraint GreaterThan") as rec:
         result = TransferTrainer(seed=0, device="cpu").fit(model)
     assert result.info["path"] == "fast+generic"
+    assert {w.filename for w in rec if issubclass(w.category, ConstraintWarning)} == {__file__}   # the user's line
     assert float(model.likelihood.noise) >= 1e-4
 
 
@@ -219,8 +220,10 @@ def test_noise_floor_above_the_signal_is_named():
     x, y = data(n=60, d=3, noise=1e-3)
     small = 1e-3 * (y - y.mean())
     model = UserGP(x, small, "matern25").double()
-    with pytest.warns(ConstraintWarning, match=r"noise is constrained to >= 0.0001 .* x var\(y\) = .*Standardise"):
+    with pytest.warns(ConstraintWarning, match=r"noise is constrained to >= 0.0001 .* x var\(y\) = .*Standardise") \
+            as rec:
         result = DirectTrainer(restarts=1, seed=0, device="cpu").fit(model)
+    assert {w.filename for w in rec if issubclass(w.category, ConstraintWarning)} == {__file__}
     assert "noise_floor" in result.info
     model = UserGP(x, (y - y.mean()) / y.std(), "matern25").double()
     with warnings.catch_warnings():

@@ -10,7 +10,7 @@ from tlgp_torch.training.final import final_states
 from tlgp_torch.training.multistart import make_likelihood, optimise
 from tlgp_torch.training.prepare import generator, prepare_tasks
 from tlgp_torch.training.result import DirectInfo, TrainResult, build_results
-from tlgp_torch.training.settings import FitSettings
+from tlgp_torch.training.settings import FitSettings, with_cpu_allocator
 from tlgp_torch.training.starts import feature_spread, initial_parameters, parameter_bounds
 from tlgp_torch.training.user_fit import check_fit_arguments, fit_user_model
 from tlgp_torch.training.user_model import is_user_model
@@ -24,7 +24,8 @@ class DirectTrainer(FitSettings):
     tuple, or a user's gpytorch ExactGP / ExactMarginalLogLikelihood (trained in place; see training.user_fit).
 
     Fields (besides those of FitSettings: convention, likelihood, nugget, noise_floor, optimizer, lr,
-    history_size, stop, init_range, mean, device, dtype, seed, memory_fraction, user_path):
+    history_size, stop, init_range, mean, device, dtype, seed, memory_fraction, user_path, profile_mean,
+    cpu_allocator; see help(FitSettings)):
         restarts: number of random starts R (each with its own L-BFGS history / Adam state and stopping test).
 
     Example:
@@ -53,6 +54,7 @@ class DirectTrainer(FitSettings):
             raise FloatingPointError(result.failure)
         return result
 
+    @with_cpu_allocator
     def fit_many(self, tasks: list) -> list[TrainResult]:
         """Train several models sharing N and D, e.g. the properties of one atom, as one batched tensor program.
 

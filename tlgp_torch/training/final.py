@@ -28,6 +28,7 @@ from linear_operator.utils.warnings import NumericalWarning
 
 from tlgp_torch.likelihoods.exact import Evaluation, FFLUXLikelihood
 from tlgp_torch.models.posterior import fflux_weights
+from tlgp_torch.runtime.caller import caller_stacklevel
 from tlgp_torch.training.settings import FitSettings
 
 
@@ -84,7 +85,7 @@ def final_states(settings: FitSettings, lik: FFLUXLikelihood, log_params: torch.
             warnings.warn(f"kernel matrix needed jitter: nugget raised from {start:.3g} to {nugget:.3g} "
                           "(near-duplicate training points, or a periodic feature spanning the whole circle: the "
                           "wrapped-difference kernel is not positive definite at long lengthscales)",
-                          NumericalWarning, stacklevel=3)
+                          NumericalWarning, stacklevel=caller_stacklevel())
         out.append(FinalState(
             theta=log_params[k, : lik.d].exp(), nugget=nugget,
             mean=float(ev.mean_gls[k]) if settings.mean_rule == "gls" else float(lik.y[k].mean()),

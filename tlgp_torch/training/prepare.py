@@ -25,6 +25,7 @@ import warnings
 import torch
 from linear_operator.utils.warnings import NumericalWarning
 
+from tlgp_torch.runtime.caller import caller_stacklevel
 from tlgp_torch.runtime.device import resolve_device
 from tlgp_torch.training.settings import FitSettings
 
@@ -62,7 +63,8 @@ def prepare(settings: FitSettings, data, prop: str | None):
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     if x.requires_grad or y.requires_grad:
         warnings.warn("training data require grad: training uses x.detach() and y.detach() (hyperparameters are "
-                      "fitted to the values; no gradient flows back into the data)", UserWarning, stacklevel=4)
+                      "fitted to the values; no gradient flows back into the data)", UserWarning,
+                      stacklevel=caller_stacklevel())
     x = x.detach().to(device=device, dtype=settings.dtype)
     y = y.detach().to(device=device, dtype=settings.dtype).reshape(-1)
     if x.dim() != 2 or y.numel() != x.shape[0]:
@@ -80,7 +82,7 @@ def prepare(settings: FitSettings, data, prop: str | None):
                          "lengthscale can be learned")
     if x.shape[0] < x.shape[1]:
         warnings.warn(f"fewer training points ({x.shape[0]}) than features ({x.shape[1]}): the {x.shape[1]} "
-                      "lengthscales are barely determined by the data", UserWarning, stacklevel=4)
+                      "lengthscales are barely determined by the data", UserWarning, stacklevel=caller_stacklevel())
     if cyclic is not None:
         cyclic = torch.as_tensor(cyclic, dtype=torch.bool, device=device)
     _warn_duplicates(x, getattr(data, "source", None))
@@ -97,7 +99,7 @@ def _warn_duplicates(x: torch.Tensor, source) -> None:
     where = f" in {source}" if source else ""
     warnings.warn(f"{x.shape[0] - uniq.shape[0]} duplicate training point(s){where} (0-based rows, e.g. {rows}); "
                   "the kernel matrix will need jitter above the nugget: remove them for a clean model",
-                  NumericalWarning, stacklevel=4)
+                  NumericalWarning, stacklevel=caller_stacklevel())
 
 
 def generator(seed: int) -> torch.Generator:

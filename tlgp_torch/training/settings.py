@@ -1,6 +1,7 @@
 """Settings shared by DirectTrainer and TransferTrainer: convention, objective, optimiser, device."""
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -9,6 +10,8 @@ import torch
 from tlgp_torch.likelihoods.exact import KINDS
 from tlgp_torch.models.anisotropic_gp import CONVENTIONS
 from tlgp_torch.optim.stopping import StoppingRule
+from tlgp_torch.runtime.allocator import ALLOCATOR_MODES, cpu_allocator
+from tlgp_torch.runtime.device import resolve_device
 
 log = logging.getLogger("tlgp_torch")
 
@@ -51,6 +54,10 @@ class FitSettings:
         profile_mean: generic path: maximise the mll over a trainable ConstantMean's constant in closed form (the
             GLS constant) at every evaluation, as the fast path does, where the constant has no prior or
             constraint; the optimum is the same and the slow ridge along the constant goes.
+        cpu_allocator: "tuned" (on the CPU with glibc, raise malloc's mmap and trim thresholds to 1 GiB while
+            training, so the N x N buffers of each evaluation reuse heap memory instead of freshly faulted pages,
+            and give the free memory back when the fit ends; see runtime.allocator) or "system" (leave malloc as
+            it is). Process-wide: once raised, the thresholds stay raised.
 
     Raises:
         ValueError: naming the field (convention, likelihood, optimizer, user_path, mean) whose value is not one
@@ -85,6 +92,7 @@ class FitSettings:
     memory_fraction: float = 0.5         # of free RAM / GPU memory one batched evaluation may use
     user_path: str = "auto"              # user gpytorch models: "auto" (fast where it applies), "fast", "generic"
     profile_mean: bool = True            # generic path: constant mean at its GLS value (closed form) per evaluation
+    cpu_allocator: str = "tuned"         # "tuned": glibc malloc thresholds raised while training on the CPU; "system"
 
     def __post_init__(self):
         if self.convention not in CONVENTIONS:
@@ -98,6 +106,8 @@ class FitSettings:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.user_path not in USER_PATHS:
             raise ValueError(f"user_path must be one of {USER_PATHS}, got {self.user_path!r}")
+        if self.cpu_allocator not in ALLOCATOR_MODES:
+            raise ValueError(f"cpu_allocator must be one of {ALLOCATOR_MODES}, got {self.cpu_allocator!r}")
         if self.mean not in ("auto", "gls", "train"):
             raise ValueError(f"mean must be 'auto', 'gls' or 'train', got {self.mean!r}")
 
@@ -110,3 +120,13 @@ class FitSettings:
     def learn_nugget(self) -> bool:
         """True when the nugget (noise / outputscale) is optimised."""
         return self.convention == "gpytorch"
+
+
+def with_cpu_allocator(method):
+    """Decorator for a trainer method (self: FitSettings): run it inside runtime.allocator.cpu_allocator with the
+    trainer's cpu_allocator mode on its resolved device."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with cpu_allocator(self.cpu_allocator, resolve_device(self.device)):
+            return method(self, *args, **kwargs)
+    return wrapper

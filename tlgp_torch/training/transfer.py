@@ -24,7 +24,7 @@ from tlgp_torch.training.multistart import make_likelihood, optimise
 from tlgp_torch.training.prepare import generator, prepare_tasks
 from tlgp_torch.training.relaxation import relax_candidates
 from tlgp_torch.training.result import TrainResult, TransferInfo, build_results
-from tlgp_torch.training.settings import FitSettings
+from tlgp_torch.training.settings import FitSettings, with_cpu_allocator
 from tlgp_torch.training.starts import feature_spread, initial_parameters, parameter_bounds
 from tlgp_torch.training.user_fit import check_fit_arguments, fit_user_model
 from tlgp_torch.training.user_model import is_user_model
@@ -46,7 +46,8 @@ class TransferTrainer(FitSettings):
     tuple, or a user's gpytorch ExactGP / ExactMarginalLogLikelihood (trained in place; see training.user_fit).
 
     Fields (besides those of FitSettings: convention, likelihood, nugget, noise_floor, optimizer, lr,
-    history_size, stop, init_range, mean, device, dtype, seed, memory_fraction, user_path):
+    history_size, stop, init_range, mean, device, dtype, seed, memory_fraction, user_path, profile_mean,
+    cpu_allocator; see help(FitSettings)):
         n_sources: number of source models (random subsets).
         source_size: points per source: an int, or a float in (0, 1] for a fraction of N.
         source_restarts: random starts per source (the best start represents the source).
@@ -161,6 +162,7 @@ class TransferTrainer(FitSettings):
             raise FloatingPointError(result.failure)
         return result
 
+    @with_cpu_allocator
     def fit_many(self, tasks: list) -> list[TrainResult]:
         """Train several models sharing N and D as one batched program: tasks x sources x restarts, then tasks.
 

@@ -36,6 +36,8 @@ import warnings
 import torch
 
 from tlgp_torch.kernels.formula import theta_to_lengthscale
+from tlgp_torch.runtime.allocator import cpu_allocator
+from tlgp_torch.runtime.caller import caller_stacklevel
 from tlgp_torch.training.generic import (
     direct_fit,
     finish,
@@ -114,9 +116,15 @@ def fit_user_model(trainer: FitSettings, obj, method: str) -> TrainResult:
     if not is_user_model(obj):
         raise TypeError(f"expected a gpytorch model or mll, got {type(obj).__name__}")
     um = inspect_model(obj)
+    with cpu_allocator(trainer.cpu_allocator, um.x.device):
+        return _fit_user_model(trainer, um, method)
+
+
+def _fit_user_model(trainer: FitSettings, um: UserModel, method: str) -> TrainResult:
+    """fit_user_model after the checks: warn about the noise floor, choose the path, train, record the reason."""
     floor_note = check_noise_floor(um)
     if floor_note is not None:
-        warnings.warn(floor_note, ConstraintWarning, stacklevel=3)
+        warnings.warn(floor_note, ConstraintWarning, stacklevel=caller_stacklevel())
     mode = getattr(trainer, "user_path", "auto")
     if mode == "fast" and um.fast_path_reason is not None:
         raise ValueError(f"user_path='fast' but this model cannot take the fast path: {um.fast_path_reason}")
@@ -145,7 +153,8 @@ def _fast_fit(trainer: FitSettings, um: UserModel, method: str) -> TrainResult:
     path = "fast"
     if problems:
         for p in problems:
-            warnings.warn(f"{p}: clamped into it, then relaxed on the generic path", ConstraintWarning, stacklevel=4)
+            warnings.warn(f"{p}: clamped into it, then relaxed on the generic path", ConstraintWarning,
+                          stacklevel=caller_stacklevel())
         pv = um.parameter_vector()
         rel = optimise_mll(trainer, um, pv, pv.get().unsqueeze(0), trainer.stop, history=result.history,
                            stage="constrained relaxation", profile=profiled_constant(trainer, um))
