@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--restarts", type=int, default=8, help="DL random starts (R)")
     p.add_argument("--property", default="iqa", help="target column (e.g. energy for the GFN2 sets)")
     p.add_argument("--rtol", type=float, default=StoppingRule().rtol, help="stopping rule for DL and TL alike")
+    p.add_argument("--window", type=int, default=StoppingRule().window,
+                   help="slow-progress window of the stopping rule (0: off), for DL and TL alike")
     p.add_argument("--device", default="auto")
     p.add_argument("--convention", default="fflux", choices=("fflux", "gpytorch"))
     p.add_argument("--mean", default="auto", choices=("auto", "gls", "train"), help="prediction mean")
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if not data.is_dir():
         print(f"data folder {data} not found: pass --data-dir or set TLGP_DATA_DIR", file=sys.stderr)
         return 2
-    stop = StoppingRule(rtol=args.rtol)
+    stop = StoppingRule(rtol=args.rtol, window=args.window)
     common = dict(stop=stop, device=args.device, convention=args.convention, mean=args.mean,
                   cpu_allocator=args.allocator)
     trainers = {"DL": lambda seed: DirectTrainer(restarts=args.restarts, seed=seed, **common),

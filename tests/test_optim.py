@@ -130,3 +130,32 @@ def test_stopping_rule_validation():
         StoppingRule(max_iter=0)
     with pytest.raises(ValueError):
         StoppingRule(rtol=-1)
+
+
+def test_slow_progress_stops_a_steady_creep_that_the_per_iteration_rule_misses():
+    """f = 1000 - 0.005 log x creeps without end (L-BFGS doubles x, gaining ~3.5e-3 > rtol |f| = 1e-3 per
+    iteration); with the window rule it stops after 10 iterations having gained < 100 rtol |f| = 0.1, without it
+    it runs to max_iter. Adam on a gentle slope (gain lr * 0.05 = 5e-3 per step) likewise."""
+    def creep(x, members):
+        return 1000 - 0.005 * torch.log(x[:, 0]), -0.005 / x
+
+    def slope(x, members):
+        return 1000 - 0.05 * x[:, 0], torch.full_like(x, -0.05)
+    x0 = torch.ones(1, 1, dtype=torch.float64)
+    on, off = StoppingRule(max_iter=200), StoppingRule(max_iter=200, window=0)
+    assert on.window == 10 and on.window_tol == pytest.approx(1e-4)
+    res = batched_lbfgs(creep, x0, on, lower=1e-3)
+    assert res.reason == ["slow progress"] and int(res.n_iter[0]) == 11 and bool(res.converged[0])
+    assert batched_lbfgs(creep, x0, off, lower=1e-3).reason == ["max_iter"]
+    res = batched_adam(slope, x0, on, lr=0.1)
+    assert res.reason == ["slow progress"] and int(res.n_iter[0]) == 11 and bool(res.converged[0])
+    assert batched_adam(slope, x0, off, lr=0.1).reason == ["max_iter"]
+
+
+def test_window_tolerance_follows_rtol_unless_given():
+    assert StoppingRule(rtol=1e-8).window_tol == pytest.approx(1e-6)
+    assert StoppingRule(rtol=1e-8, window_rtol=1e-3).window_tol == 1e-3
+    rule = StoppingRule(rtol=0, atol=1e-12)               # no relative tolerance: no slow-progress test either
+    assert not bool(rule.slow_progress(torch.tensor([5.0]), torch.tensor([5.0])).any())
+    with pytest.raises(ValueError, match="window"):
+        StoppingRule(window=-1)

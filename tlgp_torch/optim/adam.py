@@ -67,6 +67,7 @@ def batched_adam(
     n_iter = torch.zeros(B, dtype=torch.long, device=dev)
     n_evals = torch.ones(B, dtype=torch.long, device=dev)
     calm = torch.zeros(B, dtype=torch.long, device=dev)
+    past = f.new_full((B, max(stop.window, 1)), torch.inf)   # best f at the ends of the last `window` iterations
     active = torch.isfinite(f)
     reason = ["running" if bool(a) else "infeasible start" for a in active]
     iteration = 0
@@ -88,14 +89,16 @@ def batched_adam(
         best_x[b_idx], best_f[b_idx], best_g[b_idx] = x[b_idx], f[b_idx], g[b_idx]
         small = stop.small_change(f_old, f[idx], f_scale)
         calm[idx] = torch.where(small, calm[idx] + 1, torch.zeros_like(calm[idx]))
-        for k in idx.tolist():
-            why = ("converged" if int(calm[k]) >= stop.patience
+        slow = stop.slow_progress(past[idx, 0], best_f[idx], f_scale)
+        past[idx] = torch.cat([past[idx, 1:], best_f[idx].unsqueeze(-1)], -1)
+        for j, k in enumerate(idx.tolist()):
+            why = ("converged" if int(calm[k]) >= stop.patience else "slow progress" if bool(slow[j])
                    else "max_iter" if int(n_iter[k]) >= stop.max_iter else None)
             if why:
                 active[k] = False
                 reason[k] = why
         if callback is not None:
             callback(iteration, best_f, active)
-    converged = torch.tensor([r == "converged" for r in reason], device=dev)
+    converged = torch.tensor([r in ("converged", "slow progress") for r in reason], device=dev)
     return OptimResult(x=best_x, f=best_f, grad=best_g, n_iter=n_iter, n_evals=n_evals, converged=converged,
                        reason=reason)

@@ -44,7 +44,8 @@ class OptimResult:
         n_iter: iterations per member [B].
         n_evals: objective evaluations per member [B] (line-search trials included).
         converged: bool [B]: stopped by the stopping rule, not by max_iter.
-        reason: why each member stopped: "converged", "gradient small", "max_iter", "line search failed" or
+        reason: why each member stopped: "converged", "slow progress", "gradient small", "max_iter", "line search
+            failed" or
             "infeasible start".
         curvature: L-BFGS curvature pairs (S [B, m, P], Y [B, m, P], valid [B, m]) to warm-start a related problem
             (batched_lbfgs's `curvature`), or None.
@@ -170,6 +171,7 @@ def batched_lbfgs(
         valid &= sy0 > 0
         rho = torch.where(valid, 1.0 / sy0.clamp_min(1e-300), torch.zeros_like(sy0))
     calm = torch.zeros(B, dtype=torch.long, device=dev)
+    past = f.new_full((B, max(stop.window, 1)), torch.inf)   # f at the ends of the last `window` iterations
     active = torch.isfinite(f)
     reason = ["running" if bool(a) else "infeasible start" for a in active]
     converged = torch.zeros(B, dtype=torch.bool, device=dev)
@@ -229,6 +231,8 @@ def batched_lbfgs(
             valid[u_idx, -1] = True
         small = stop.small_change(fi, f_new, f_scale) & ~failed_ls
         calm[idx] = torch.where(small, calm[idx] + 1, torch.zeros_like(calm[idx]))
+        slow = stop.slow_progress(past[idx, 0], f_new, f_scale) & ~failed_ls
+        past[idx] = torch.cat([past[idx, 1:], f_new.unsqueeze(-1)], -1)
         x[idx], f[idx], g[idx] = x_new, f_new, g_new
         for j, k in enumerate(idx.tolist()):
             why = None
@@ -240,6 +244,8 @@ def batched_lbfgs(
                 why = "line search failed"
             elif int(calm[k]) >= stop.patience:
                 why = "converged"
+            elif bool(slow[j]):
+                why = "slow progress"
             elif stop.gtol > 0 and float((g[k] * _free(g[k], x[k], lo[k], hi[k])).abs().max()) <= stop.gtol:
                 why = "gradient small"
             elif int(n_iter[k]) >= stop.max_iter:
