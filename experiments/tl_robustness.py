@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     slow = [r["speedup"] for r in rows if r["t_dl"] >= SLOW_DL_S]
     fell = [r for r in rows if r["fallback"]]
     if rows:
-        summary += (f"\nDL fallback (sources no better than the mean) on {len(fell)}/{len(rows)} models, its fit "
-                    f"kept on {sum(r['fallback'] == 'fallback' for r in fell)}; "
+        summary += (f"\nDL fallback (sources no better than the mean, or N < fallback_below_n) on "
+                    f"{len(fell)}/{len(rows)} models, its fit kept on "
+                    f"{sum(r['fallback'] == 'fallback' for r in fell)}; "
                     f"speed-up where DL takes >= {SLOW_DL_S:g} s: "
                     + (f"median {statistics.median(slow):.1f}x, minimum {min(slow):.1f}x over {len(slow)} models"
                        if slow else "no such model"))

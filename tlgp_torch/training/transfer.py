@@ -88,6 +88,10 @@ class TransferTrainer(FitSettings):
             fallback_restarts random starts (the starts DirectTrainer draws with the same seed) and the better of
             the relaxation and the DL fit is kept (`info["fallback"]` says so). None: never. Only with
             selection="holdout_mae".
+        fallback_below_n: a task with fewer training points than this is fitted by that DL fallback as well,
+            whatever its sources scored: sources of 0.3 N < 30 points seed reliably only sometimes (WATER, N=59:
+            O1 q44s and q33s ended 2.3 % and 0.5 % below DL), and both fits take well under a second there.
+            0: off.
         fallback_restarts: random starts of that fallback.
 
     Example:
@@ -115,6 +119,7 @@ class TransferTrainer(FitSettings):
     seed_shifts: tuple[float, ...] = (1.0, -4.0)     # extra candidates: the seed with every log theta + shift
     halving_iters: int = 1                           # side-by-side iterations before only the best seed goes on
     fallback_ratio: float | None = 0.9               # sources no better than the mean: fit the target by DL instead
+    fallback_below_n: int = 100                      # fewer training points: fit by the DL fallback as well
     fallback_restarts: int = 8                       # random starts of that DL fallback
 
     def __post_init__(self):
@@ -127,6 +132,8 @@ class TransferTrainer(FitSettings):
         if self.fallback_restarts < 1 or (self.fallback_ratio is not None and self.fallback_ratio <= 0):
             raise ValueError(f"fallback_restarts must be >= 1 and fallback_ratio > 0 (or None), got "
                              f"{self.fallback_restarts}, {self.fallback_ratio}")
+        if self.fallback_below_n < 0:
+            raise ValueError(f"fallback_below_n must be >= 0, got {self.fallback_below_n}")
         if self.relax_seeds < 1 or self.halving_iters < 1:
             raise ValueError(f"relax_seeds and halving_iters must be >= 1, got {self.relax_seeds}, "
                              f"{self.halving_iters}")
@@ -251,18 +258,27 @@ class TransferTrainer(FitSettings):
                  for b in range(B)]
         results = build_results(self, "TL", states, x, y, cyclic, names, -rel.f * n, times, rel.n_evals.tolist(),
                                 history, infos, n_source_evals=source_evals.tolist(), source_size=[m] * B)
-        return self._fallback(tasks, results, ratio, device)
+        return self._fallback(tasks, results, ratio, n, device)
 
-    def _fallback(self, tasks: list, results: list[TrainResult], ratio: torch.Tensor, device) -> list[TrainResult]:
+    def _fallback(self, tasks: list, results: list[TrainResult], ratio: torch.Tensor, n: int,
+                  device) -> list[TrainResult]:
         """Where the best source predicts its hold-out points no better than fallback_ratio x the subset's mean
-        does, fit the task by DL (fallback_restarts starts, batched) too and keep the better of the two fits."""
-        if self.fallback_ratio is None:
-            return results
-        todo = [b for b in range(len(results)) if float(ratio[b]) >= self.fallback_ratio]
+        does, or the tasks have fewer than fallback_below_n points, fit the task by DL (fallback_restarts starts,
+        batched) too and keep the better of the two fits."""
+        small = n < self.fallback_below_n
+        reasons = {}
+        for b in range(len(results)):
+            if self.fallback_ratio is not None and float(ratio[b]) >= self.fallback_ratio:
+                reasons[b] = (f"sources no better than the mean (holdout MAE ratio {float(ratio[b]):.3f} >= "
+                              f"{self.fallback_ratio:g})")
+            elif small:
+                reasons[b] = f"N = {n} < fallback_below_n = {self.fallback_below_n}"
+        todo = sorted(reasons)
         if not todo:
             return results
-        log.info("TL: %d of %d tasks have sources no better than the mean (holdout MAE ratio >= %g): fitted by DL "
-                 "(%d starts) as well", len(todo), len(results), self.fallback_ratio, self.fallback_restarts)
+        log.info("TL: %d of %d tasks fitted by DL (%d starts) as well: sources no better than the mean (holdout MAE "
+                 "ratio >= %s) or N = %d < %d", len(todo), len(results), self.fallback_restarts, self.fallback_ratio,
+                 n, self.fallback_below_n)
         settings = {f.name: getattr(self, f.name) for f in fields(FitSettings)}
         times: dict[str, float] = {}
         with timed(times, "fallback", device):
@@ -272,8 +288,7 @@ class TransferTrainer(FitSettings):
             res.stage_times["fallback"] = times["fallback"]
         for b, dl in zip(todo, direct):
             tl = out[b]
-            why = (f"sources no better than the mean (holdout MAE ratio {float(ratio[b]):.3f} >= "
-                   f"{self.fallback_ratio:g}): DL from {self.fallback_restarts} starts, ll {dl.ll:.6g}, against the "
+            why = (f"{reasons[b]}: DL from {self.fallback_restarts} starts, ll {dl.ll:.6g}, against the "
                    f"relaxation's {tl.ll:.6g}")
             info = {**tl.info, "fallback": why, "fallback_ll": dl.ll, "relaxation_ll": tl.ll}
             if dl.status == "ok" and (tl.status != "ok" or dl.ll > tl.ll):
