@@ -13,7 +13,6 @@ def caller_stacklevel() -> int:
     in a fit points at the script's `fit(...)` call.
 
     Example:
-        >>> import warnings
         >>> from tlgp_torch.runtime.caller import caller_stacklevel
         >>> caller_stacklevel() >= 1
         True

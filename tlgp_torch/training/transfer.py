@@ -86,8 +86,8 @@ class TransferTrainer(FitSettings):
             of predicting its subset's mean, the sources learned nothing to transfer (e.g. 400 points in 32
             dimensions: m = 120 points per source show no structure); the target is then also fitted by DL from
             fallback_restarts random starts (the starts DirectTrainer draws with the same seed) and the better of
-            the relaxation and the DL fit is kept (`info["fallback"]` says so). None: never. Only with
-            selection="holdout_mae".
+            the relaxation and the DL fit is kept (`info["fallback"]` says so). None: not by this test
+            (fallback_below_n still applies). Only with selection="holdout_mae".
         fallback_below_n: a task with fewer training points than this is fitted by that DL fallback as well,
             whatever its sources scored: sources of 0.3 N < 30 points seed reliably only sometimes (WATER, N=59:
             O1 q44s and q33s ended 2.3 % and 0.5 % below DL), and both fits take well under a second there.
