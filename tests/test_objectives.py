@@ -172,3 +172,16 @@ def test_one_numerical_warning_class():
     x[5] = x[0]
     with pytest.warns(NumericalWarning, match="1 duplicate training point"):
         prepare(DirectTrainer(device="cpu"), (x, x.sum(1)), None)
+
+
+def test_fflux_log_likelihood_warning_names_the_callers_line():
+    """A kernel matrix that does not factorise at the given nugget (a duplicated point, nugget 1e-18) gives -inf and
+    a warning that points at the line that called fflux_log_likelihood, not at the package."""
+    from tlgp_torch.likelihoods import NumericalWarning, fflux_log_likelihood
+
+    x = torch.rand(10, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x[9] = x[0]
+    with pytest.warns(NumericalWarning, match="not positive definite") as rec:
+        ll = fflux_log_likelihood(x, torch.sin(3 * x).sum(-1), torch.ones(2, dtype=torch.float64), nugget=1e-18)
+    assert ll == -math.inf
+    assert [w.filename for w in rec if "not positive definite" in str(w.message)] == [__file__]

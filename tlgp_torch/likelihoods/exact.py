@@ -450,6 +450,6 @@ def fflux_log_likelihood(
     lik = FFLUXLikelihood(x, y, cyclic=cyclic, kind=kind, nugget=nugget, max_jitter=nugget)
     ev = lik(theta.log().reshape(1, -1), grad=False)
     if bool(ev.jittered.any()):
-        warnings.warn("kernel matrix not positive definite at the given nugget", NumericalWarning)
+        warnings.warn("kernel matrix not positive definite at the given nugget", NumericalWarning, stacklevel=2)
     return float(ev.ll[0])
 
