@@ -100,6 +100,33 @@ def mae(result, val) -> float:
     return float((result.predict(val[0]) - val[1].to(result.y_train)).abs().mean())
 
 
+def summarise(rows: list[dict], tag: str = "") -> str:
+    """The summary lines of a run (rows as written to models.csv): the issue's line (share within LL_TOL % of
+    DL's ll and within ERR_TOL % of its validation MAE, worst delta ll, median and minimum speed-up), then how many
+    models took TransferTrainer's DL fallback, and the speed-up by regime: models whose DL batch takes >= SLOW_DL_S,
+    models that ran the fallback (its cost is a DL fit, so their speed-up is below 1 by construction), the rest.
+    tag ends the first line (e.g. " [REDUCED: --quick]")."""
+    if not rows:
+        return "no models"
+    ok = [r for r in rows if r["dll_pct"] >= -LL_TOL]
+    err_ok = [r for r in rows if not (r["mae_tl"] > r["mae_dl"] * (1 + ERR_TOL / 100))]
+    worst = min(rows, key=lambda r: r["dll_pct"])
+
+    def spread(sel: list[dict]) -> str:
+        v = [r["speedup"] for r in sel]
+        return f"median {statistics.median(v):.1f}x, minimum {min(v):.1f}x over {len(v)}" if v else "none"
+    fell = [r for r in rows if isinstance(r["fallback"], str) and r["fallback"]]
+    rest = [r for r in rows if r not in fell]
+    return (f"TL within {LL_TOL} % of DL's ll on {len(ok)}/{len(rows)} models; validation MAE within {ERR_TOL:g} % "
+            f"on {len(err_ok)}/{len(rows)}; worst dll {worst['dll_pct']:+.3f} % ({worst['model']}); "
+            f"speed-up median {statistics.median(r['speedup'] for r in rows):.1f}x, minimum "
+            f"{min(r['speedup'] for r in rows):.1f}x{tag}"
+            f"\nDL fallback (sources no better than the mean, or N < fallback_below_n) on {len(fell)}/{len(rows)} "
+            f"models, its fit kept on {sum(r['fallback'] == 'fallback' for r in fell)}; speed-up where DL takes >= "
+            f"{SLOW_DL_S:g} s: {spread([r for r in rows if r['t_dl'] >= SLOW_DL_S])}; on the models that ran the "
+            f"fallback: {spread(fell)}; on the others: {spread(rest)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="reduced subset: WATER O1 and METHANOL C1 (iqa, q00), "
@@ -116,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gfn2-dir", default=str(REPO / "data" / "gfn2"))
     p.add_argument("--fflux-dir", default=os.environ.get("TLGP_DATA_DIR", str(REPO.parent / "shared/data/fflux")))
     p.add_argument("--out", default=str(REPO / "results" / "tl_robustness"))
+    p.add_argument("--summarise", metavar="CSV", help="print the summary of a finished run's models.csv and exit")
     args = p.parse_args(argv)
+    if args.summarise:
+        import pandas as pd
+        print(summarise(pd.read_csv(args.summarise, keep_default_na=False, na_values=[""]).to_dict("records")))
+        return 0
     if args.quick:
         args.molecules = []
         args.fflux_sets, args.fflux_properties = ["WATER_O1", "METHANOL_C1"], ["iqa", "q00"]
@@ -136,23 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"dll {dll:+8.3f} %  MAE DL {row['mae_dl']:.4g} TL {row['mae_tl']:.4g}  "
                   f"t DL {t_dl:7.1f} s TL {t_tl:6.1f} s  x{row['speedup']:.1f}"
                   + (f"  (DL fallback: {row['fallback']} kept)" if row["fallback"] else ""), flush=True)
-    ok = [r for r in rows if r["dll_pct"] >= -LL_TOL]
-    err_ok = [r for r in rows if not (r["mae_tl"] > r["mae_dl"] * (1 + ERR_TOL / 100))]
-    speed = [r["speedup"] for r in rows]
-    worst = min(rows, key=lambda r: r["dll_pct"]) if rows else None
-    summary = (f"TL within {LL_TOL} % of DL's ll on {len(ok)}/{len(rows)} models; validation MAE within {ERR_TOL:g} % "
-               f"on {len(err_ok)}/{len(rows)}; worst dll {worst['dll_pct']:+.3f} % ({worst['model']}); "
-               f"speed-up median {statistics.median(speed):.1f}x, minimum {min(speed):.1f}x"
-               + (" [REDUCED: --quick]" if args.quick else "")) if rows else "no models"
-    slow = [r["speedup"] for r in rows if r["t_dl"] >= SLOW_DL_S]
-    fell = [r for r in rows if r["fallback"]]
-    if rows:
-        summary += (f"\nDL fallback (sources no better than the mean, or N < fallback_below_n) on "
-                    f"{len(fell)}/{len(rows)} models, its fit kept on "
-                    f"{sum(r['fallback'] == 'fallback' for r in fell)}; "
-                    f"speed-up where DL takes >= {SLOW_DL_S:g} s: "
-                    + (f"median {statistics.median(slow):.1f}x, minimum {min(slow):.1f}x over {len(slow)} models"
-                       if slow else "no such model"))
+    summary = summarise(rows, " [REDUCED: --quick]" if args.quick else "")
     print(f"\n{summary}\n(total {time.perf_counter() - t_start:.0f} s, {torch.get_num_threads()} threads)")
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

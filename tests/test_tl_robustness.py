@@ -59,13 +59,37 @@ def test_water_o1_q44s_small_set_is_also_fitted_by_dl(fflux_dir):
     assert tl.ll >= dl.ll - LL_TOL * abs(dl.ll)
 
 
-def _synthetic_problem(d, decades, noise, draw):
-    """The robustness benchmark's synthetic GP draw (experiments/tl_robustness.py), N=400."""
+def _benchmark_module():
+    """experiments/tl_robustness.py, imported by path."""
     path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "tl_robustness.py"
     spec = importlib.util.spec_from_file_location("tl_robustness_bench", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.synthetic(d, decades, noise, draw)[0]
+    return module
+
+
+def _synthetic_problem(d, decades, noise, draw):
+    """The robustness benchmark's synthetic GP draw (experiments/tl_robustness.py), N=400."""
+    return _benchmark_module().synthetic(d, decades, noise, draw)[0]
+
+
+def test_benchmark_summary_counts_and_splits_the_speed_up_by_regime():
+    """The summary (also printed by --summarise models.csv) counts models within 0.1 % of DL's ll and 5 % of its
+    MAE, names the worst, and gives the speed-up over all models, slow DL batches, fallback models and the rest."""
+    def row(name, dll, mae_tl, t_dl, t_tl, fallback=""):
+        return {"model": name, "dll_pct": dll, "mae_dl": 1.0, "mae_tl": mae_tl, "t_dl": t_dl, "t_tl": t_tl,
+                "speedup": t_dl / t_tl, "fallback": fallback}
+    rows = [row("A", 0.0, 1.0, 80.0, 10.0), row("B", -0.2, 1.1, 40.0, 10.0), row("C", +1.0, 0.9, 0.8, 1.0, "fallback"),
+            row("D", -0.05, 1.04, 0.6, 1.5, "relaxation"), row("E", 0.0, 1.0, 2.0, 0.5)]
+    text = _benchmark_module().summarise(rows, " [tag]")
+    first, second = text.split("\n")
+    assert "on 4/5 models" in first and "within 5 % on 4/5" in first and "worst dll -0.200 % (B)" in first
+    assert first.endswith("speed-up median 4.0x, minimum 0.4x [tag]")
+    assert "fallback (sources no better than the mean, or N < fallback_below_n) on 2/5 models, its fit kept on 1" \
+        in second
+    assert "DL takes >= 10 s: median 6.0x, minimum 4.0x over 2" in second
+    assert "ran the fallback: median 0.6x, minimum 0.4x over 2" in second
+    assert "on the others: median 4.0x, minimum 4.0x over 3" in second
 
 
 def test_uninformative_sources_fall_back_to_dl():
