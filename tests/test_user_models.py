@@ -188,6 +188,36 @@ def test_fit_amplitude_maximises_along_the_scale_ray_and_leaves_nonlinear_models
     assert generic.fit_amplitude(um, pv, u) == 1.0 and torch.equal(u, pv.get())
 
 
+
+def test_scale_probe_finds_the_rise_along_the_common_lengthscale_scale():
+    """From the optimum (a tight DL fit) the probe finds nothing; from the optimum with every lengthscale / 1.44 and
+    the amplitude refitted (a point on the common-scale ray, below the optimum) it steps up the ray (c > 1) to a
+    better point, and leaves the model where it was."""
+    from tlgp_torch.training import generic
+    from tlgp_torch.training.user_model import inspect_model
+
+    x, y = data(150, 4, noise=1e-3, seed=4)
+    lik = gpytorch.likelihoods.GaussianLikelihood(noise_constraint=gpytorch.constraints.GreaterThan(1e-10))
+    model = UserGP(x, (y - y.mean()) / y.std(), "matern25", likelihood=lik).double()
+    DirectTrainer(restarts=2, seed=0, device="cpu", stop=StoppingRule(rtol=1e-12, max_iter=500)).fit(model)
+    um = inspect_model(gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, model))
+    pv = um.parameter_vector()
+    u_opt = pv.get()
+    fun = generic.objective(um, pv)
+    f_opt = float(fun(u_opt[None], None)[0][0])
+    assert generic.probe_common_scale(um, pv, u_opt, f_opt, 1.2) is None
+    u_off = u_opt.clone()
+    u_off[pv.mask(lambda name: "lengthscale" in name)] -= 2 * math.log(1.2)
+    generic.fit_amplitude(um, pv, u_off)
+    f_off = float(fun(u_off[None], None)[0][0])
+    assert f_off > f_opt                                          # below the optimum (f = -mll per point)
+    found = generic.probe_common_scale(um, pv, u_off, f_off, 1.2)
+    assert found is not None and found[0] > 1.0
+    assert torch.allclose(pv.get(), u_off, rtol=0, atol=1e-9)  # the model is left at u
+    assert float(fun(found[1][None], None)[0][0]) < f_off
+    with pytest.raises(ValueError, match="scale_probe must be > 1"):
+        TransferTrainer(scale_probe=1.0)
+
 def test_fast_and_generic_paths_reach_the_same_optimum():
     x, y = data(noise=0.05)  # noise variance 2.5e-3: an interior optimum, away from the default noise constraint
     tight = StoppingRule(rtol=1e-10, max_iter=500)
