@@ -205,14 +205,14 @@ def test_scale_probe_finds_the_rise_along_the_common_lengthscale_scale():
     u_opt = pv.get()
     fun = generic.objective(um, pv)
     f_opt = float(fun(u_opt[None], None)[0][0])
-    assert generic.probe_common_scale(um, pv, u_opt, f_opt, 1.2) is None
+    assert generic.probe_common_scale(um, pv, u_opt, f_opt, 1.2) == (None, 2)   # one probe up, one down
     u_off = u_opt.clone()
     u_off[pv.mask(lambda name: "lengthscale" in name)] -= 2 * math.log(1.2)
     generic.fit_amplitude(um, pv, u_off)
     f_off = float(fun(u_off[None], None)[0][0])
     assert f_off > f_opt                                          # below the optimum (f = -mll per point)
-    found = generic.probe_common_scale(um, pv, u_off, f_off, 1.2)
-    assert found is not None and found[0] > 1.0
+    found, n_probes = generic.probe_common_scale(um, pv, u_off, f_off, 1.2)
+    assert found is not None and found[0] > 1.0 and n_probes >= 2
     assert torch.allclose(pv.get(), u_off, rtol=0, atol=1e-9)  # the model is left at u
     assert float(fun(found[1][None], None)[0][0]) < f_off
     with pytest.raises(ValueError, match="scale_probe must be > 1"):

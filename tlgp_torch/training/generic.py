@@ -395,34 +395,43 @@ def fit_amplitude(um: UserModel, pv: ParameterVector, u: torch.Tensor,
 
 def probe_common_scale(um: UserModel, pv: ParameterVector, u: torch.Tensor, f: float, step: float,
                        profile: gpytorch.means.ConstantMean | None = None, max_steps: int = 8
-                       ) -> tuple[float, torch.Tensor] | None:
+                       ) -> tuple[tuple[float, torch.Tensor] | None, int]:
     """Look for a better point along the common scale of all ARD lengthscales from a relaxed optimum u [P].
 
     Every lengthscale is multiplied by c = step^k for k = 1, 2, ... (then k = -1, -2, ... if k = 1 does not
     improve), clamped to the optimiser's box, with the outputscale and noise moved to their best common factor and
-    ratio for those lengthscales (fit_amplitude); one -mll evaluation each. Stepping stops at the first c that is no
-    better than the previous one. Why: a relaxation can stop on a ridge where the mll still rises when every
-    lengthscale and the amplitude grow together (synthetic D=64 Matern-2.5, N=1000: L-BFGS stops by slow progress
-    at mll 1.7229 per point, lengthscales x 1.2 with the amplitude refitted give 1.7306, and a relaxation from
-    there reaches DL's 1.7347); the single coordinates' gradients are too small there to say so.
+    ratio for those lengthscales (fit_amplitude); one -mll evaluation (no gradient) each. Stepping stops at the
+    first c that is no better than the previous one. Why: a relaxation can stop on a ridge where the mll still
+    rises when every lengthscale and the amplitude grow together (synthetic D=64 Matern-2.5, N=1000: L-BFGS
+    stops by slow progress at mll 1.7229 per point, lengthscales x 1.2 with the amplitude refitted give 1.7306,
+    and a relaxation from there reaches DL's 1.7347); the single coordinates' gradients are too small there to
+    say so.
 
     Args:
         um, pv: the user's model and its parameter vector; u: the relaxed parameters; f: -mll per point at u.
         step: the factor between probes (> 1); max_steps: the most probes in one direction.
 
     Returns:
-        (c, u_c) of the best probe when it beats f, else None. The model is left at u.
+        ((c, u_c) of the best probe when it beats f, else None; the number of probes). The model is left at u.
 
     Example::
 
-        found = probe_common_scale(um, pv, result.x[0], float(result.f[0]), 1.2)
+        found, n_probes = probe_common_scale(um, pv, result.x[0], float(result.f[0]), 1.2)
     """
     mask = pv.mask(lambda name: "lengthscale" in name)
     if not bool(mask.any()):
-        return None
+        return None, 0
     lower, upper = pv.log_lengthscale_box([k for _, k in um.ard_kernels], box_spread(um))
-    fun = objective(um, pv, profile)
-    found = None
+
+    def value(v: torch.Tensor) -> float:  # -mll per point at v (inf where it does not factorise)
+        pv.set(v)
+        try:
+            with torch.no_grad(), mll_settings():
+                out = -float(exact_mll(um, profile is not None)[0].sum())
+        except (NotPSDError, NanError, torch.linalg.LinAlgError):
+            return math.inf
+        return out if math.isfinite(out) else math.inf
+    found, count = None, 0
     try:
         for sign in (1.0, -1.0):
             for k in range(1, max_steps + 1):
@@ -430,7 +439,7 @@ def probe_common_scale(um: UserModel, pv: ParameterVector, u: torch.Tensor, f: f
                 u_c[mask] += sign * k * math.log(step)
                 u_c = torch.minimum(torch.maximum(u_c, lower.to(u_c)), upper.to(u_c))
                 fit_amplitude(um, pv, u_c, profile)
-                f_c = float(fun(u_c.unsqueeze(0), None)[0][0])
+                f_c, count = value(u_c), count + 1
                 if not f_c < (f if found is None else found[2]):
                     break
                 found = (step ** (sign * k), u_c, f_c)
@@ -438,7 +447,7 @@ def probe_common_scale(um: UserModel, pv: ParameterVector, u: torch.Tensor, f: f
                 break
     finally:
         pv.set(u)
-    return None if found is None else (found[0], found[1])
+    return (None if found is None else (found[0], found[1])), count
 
 
 def transfer_fit(s, um: UserModel) -> TrainResult:
@@ -505,9 +514,9 @@ def transfer_fit(s, um: UserModel) -> TrainResult:
             run_labels.append(labels[1])
         f = torch.cat([r.f for r in runs])
         best = int(f.argmin())
-        probe = None
+        probe, n_probes = None, 0
         if s.scale_probe is not None:
-            probe = probe_common_scale(um, pv, runs[best].x[0], float(f[best]), s.scale_probe, prof)
+            probe, n_probes = probe_common_scale(um, pv, runs[best].x[0], float(f[best]), s.scale_probe, prof)
             if probe is not None:
                 runs.append(optimise_mll(s, um, pv, probe[1].unsqueeze(0), s.stop, optimizer=s.relax_optimizer,
                                          history=history, stage="relaxation, scale probe", profile=prof))
@@ -523,5 +532,5 @@ def transfer_fit(s, um: UserModel) -> TrainResult:
             "relax_ll": (-f * n).tolist(), "seeds": run_labels, "seed": run_labels[best],
             "no_source": not math.isfinite(scores[k_best]), "profiled_mean": prof is not None, "revived": revived,
             "amplitude": amplitude, "scale_probe": None if probe is None else probe[0]}
-    return user_result(s, "TL", um, "generic", times, sum(int(r.n_evals.sum()) for r in runs), history, info,
-                       n_source_evals=src_evals, source_size=m)
+    return user_result(s, "TL", um, "generic", times, sum(int(r.n_evals.sum()) for r in runs) + n_probes, history,
+                       info, n_source_evals=src_evals, source_size=m)
