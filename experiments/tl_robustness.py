@@ -114,17 +114,18 @@ def summarise(rows: list[dict], tag: str = "") -> str:
 
     def spread(sel: list[dict]) -> str:
         v = [r["speedup"] for r in sel]
-        return f"median {statistics.median(v):.1f}x, minimum {min(v):.1f}x over {len(v)}" if v else "none"
-    fell = [r for r in rows if isinstance(r["fallback"], str) and r["fallback"]]
-    rest = [r for r in rows if r not in fell]
+        return f"median {statistics.median(v):.1f}x, minimum {min(v):.1f}x" if v else "none"
+    ran = [isinstance(r["fallback"], str) and bool(r["fallback"]) for r in rows]
+    fell = [r for r, f in zip(rows, ran) if f]
+    rest = [r for r, f in zip(rows, ran) if not f]
+    slow = [r for r in rows if r["t_dl"] >= SLOW_DL_S]
     return (f"TL within {LL_TOL} % of DL's ll on {len(ok)}/{len(rows)} models; validation MAE within {ERR_TOL:g} % "
             f"on {len(err_ok)}/{len(rows)}; worst dll {worst['dll_pct']:+.3f} % ({worst['model']}); "
-            f"speed-up median {statistics.median(r['speedup'] for r in rows):.1f}x, minimum "
-            f"{min(r['speedup'] for r in rows):.1f}x{tag}"
+            f"speed-up {spread(rows)}{tag}"
             f"\nDL fallback (sources no better than the mean, or N < fallback_below_n) on {len(fell)}/{len(rows)} "
             f"models, its fit kept on {sum(r['fallback'] == 'fallback' for r in fell)}; speed-up where DL takes >= "
-            f"{SLOW_DL_S:g} s: {spread([r for r in rows if r['t_dl'] >= SLOW_DL_S])}; on the models that ran the "
-            f"fallback: {spread(fell)}; on the others: {spread(rest)}")
+            f"{SLOW_DL_S:g} s: {spread(slow)} over {len(slow)}; on the models that ran the fallback: {spread(fell)} "
+            f"over {len(fell)}; on the others: {spread(rest)} over {len(rest)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -147,17 +147,28 @@ def apply_profile(um: UserModel, mean: gpytorch.means.ConstantMean | None) -> No
             mean.raw_constant.add_(shift.reshape(mean.raw_constant.shape).to(mean.raw_constant))
 
 
+def loss_at(um: UserModel, pv: ParameterVector, u: torch.Tensor, profile: bool) -> torch.Tensor | None:
+    """-mll per point (summed over batch members) with the parameters set to u [P]; None where the covariance does
+    not factorise or the value is not finite. Differentiable unless called under torch.no_grad()."""
+    pv.set(u)
+    try:
+        with mll_settings():
+            loss = -exact_mll(um, profile)[0].sum()
+    except (NotPSDError, NanError, torch.linalg.LinAlgError):
+        return None
+    return loss if bool(torch.isfinite(loss)) else None
+
+
 def objective(um: UserModel, pv: ParameterVector, profile: gpytorch.means.ConstantMean | None = None):
     """fun(u [b, P], members [b]) -> (f [b], grad [b, P]) with f = -mll (per point) for the batched optimisers;
     with `profile` (see profiled_constant) f is minimised over that constant mean in closed form (its gradient is
     0)."""
     def one(u: torch.Tensor) -> tuple[float, torch.Tensor]:
-        pv.set(u)
+        loss = loss_at(um, pv, u, profile is not None)
+        if loss is None:
+            return math.inf, torch.zeros_like(u)
         try:
             with mll_settings():
-                loss = -exact_mll(um, profile is not None)[0].sum()
-                if not bool(torch.isfinite(loss)):
-                    return math.inf, torch.zeros_like(u)
                 g = pv.gradient(loss)
         except (NotPSDError, NanError, torch.linalg.LinAlgError):
             return math.inf, torch.zeros_like(u)
@@ -424,13 +435,9 @@ def probe_common_scale(um: UserModel, pv: ParameterVector, u: torch.Tensor, f: f
     lower, upper = pv.log_lengthscale_box([k for _, k in um.ard_kernels], box_spread(um))
 
     def value(v: torch.Tensor) -> float:  # -mll per point at v (inf where it does not factorise)
-        pv.set(v)
-        try:
-            with torch.no_grad(), mll_settings():
-                out = -float(exact_mll(um, profile is not None)[0].sum())
-        except (NotPSDError, NanError, torch.linalg.LinAlgError):
-            return math.inf
-        return out if math.isfinite(out) else math.inf
+        with torch.no_grad():
+            loss = loss_at(um, pv, v, profile is not None)
+        return math.inf if loss is None else float(loss)
     found, count = None, 0
     try:
         for sign in (1.0, -1.0):
