@@ -115,3 +115,30 @@ def test_switched_off_lengthscale_is_revived_to_the_typical_ratio():
     assert torch.equal(u[:at + 2], before[:at + 2]) and torch.equal(u[at + 3:], before[at + 3:])
     assert float(u[at + 2].exp() / s[2]) == pytest.approx(1200 ** 0.5, rel=1e-9)   # geometric median of 20, 60
     assert revive_switched_off(um, pv, u, 1e-3) == 0                               # nothing left to revive
+
+
+def test_a_switched_off_lengthscale_that_carries_a_trend_is_left_alone():
+    """l/s = 5000 is switched off under an outputscale of var(y) (the kernel varies by 4e-8 var(y) along the
+    feature) and revived; under the source's outputscale of 1e6 var(y) (4e-2 var(y): a flat-limit trend) it stays."""
+    from tlgp_torch.training.generic import revive_switched_off
+    from tlgp_torch.training.prepare import generator
+    from tlgp_torch.training.starts import feature_spread
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(50, 3, dtype=torch.float64, generator=g)
+    y = torch.sin(3 * x[:, 0]) + x[:, 2]
+    model = Matern(x, y).double()
+    um = inspect_model(model)
+    pv = um.parameter_vector()
+    s = feature_spread(x, generator=generator(0))
+    model.covar_module.base_kernel.lengthscale = torch.tensor([1.0, 2.0, 5000.0], dtype=torch.float64) * s
+    var_y = float(y.var())
+    model.covar_module.outputscale = var_y
+    seed = pv.get()
+    model.covar_module.outputscale = 1e6 * var_y
+    source = pv.get()
+    pv.set(seed)
+    u = seed.clone()
+    assert revive_switched_off(um, pv, u, 1e-3, amplitude_from=source) == 0 and torch.equal(u, seed)
+    assert revive_switched_off(um, pv, u, 1e-3) == 1                      # judged by u's own outputscale
+    assert float(model.covar_module.base_kernel.lengthscale[0, 2] / s[2]) == pytest.approx(5000.0, rel=1e-9)
+    assert float(model.covar_module.outputscale) == pytest.approx(var_y, rel=1e-6)   # the model is left as it was

@@ -62,7 +62,8 @@ class TransferTrainer(FitSettings):
         revive_floor: floor on 2 theta_d s_d^2 of the seed, so a feature a small source switched off can come back
             (None: copy the source's theta as is). On the generic path (user models), lengthscales with
             2 theta_d s_d^2 below revive_floor^2 (switched off) restart at the geometric median l / s of the
-            others.
+            others, unless the source's outputscale makes the feature a flat-limit trend (sigma^2 (s_d / l_d)^2
+            >= 1e-3 var(y); see training.generic.revive_switched_off).
         relax_path: "exact" (Cholesky), "iterative" (gpytorch CG + Lanczos, large N), "auto" (by memory).
         iterative: the IterativeSettings of the iterative relaxation.
         transfer_parameters: for user models on the generic path, which of the model's parameters the seed
