@@ -365,9 +365,10 @@ def revive_switched_off(um: UserModel, pv: ParameterVector, u: torch.Tensor, flo
                 share = (sigma2[..., None] / var_y.to(u)[..., None]).expand(shape).reshape(-1) / ratio.square()
             except RuntimeError:  # batch shapes that do not line up: judge by the ratio alone
                 share = torch.zeros_like(ratio)
-            off = (ratio > 1.0 / floor) & (share < trend)
-            if bool(off.any()) and not bool((ratio > 1.0 / floor).all()):
-                typical = torch.quantile(ratio[ratio <= 1.0 / floor].log(), 0.5).exp()  # geometric median
+            flat = ratio > 1.0 / floor
+            off = flat & (share < trend)
+            if bool(off.any()) and not bool(flat.all()):
+                typical = torch.quantile(ratio[~flat].log(), 0.5).exp()  # geometric median
                 u[start:start + size] = torch.where(off, (typical * s_d - b).clamp_min(1e-300).log(),
                                                     u[start:start + size])
                 count += int(off.sum())
